@@ -1,0 +1,50 @@
+# make run   : set up .venv (CPU torch where no GPU) and run the default pipeline with dvc repro
+# make test  : the same set-up, then the test suite
+# make flow  : the same pipeline as a Prefect flow (ephemeral API, no server to start)
+#
+# Override the torch install on other machines, e.g.
+#   make run TORCH_SPEC="torch==2.13.0" TORCH_PIP_ARGS="--index-url <your CUDA or CPU wheel index>"
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+STAMP := $(VENV)/.installed
+
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_ENABLE_TELEMETRY := false
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run flow test lint ui clean-outputs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	@echo "installing $(TORCH_SPEC) ($(if $(HAS_GPU),GPU machine,no GPU: CPU build))"
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	MRT_PIPELINE_RUN=$$($(BIN)/python -c 'import uuid; print(uuid.uuid4().hex[:12])') PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+flow: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check mrt_core tasks flows tests
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

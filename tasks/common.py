@@ -1,0 +1,104 @@
+"""Shared edges of every stage: process set-up, atomic writes, hashing, paths."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+
+def setup_process(threads: int, seed: int) -> None:
+    """Fix the torch thread count and seed every generator, so a stage gives the same
+    numbers whichever path (DVC or Prefect) runs it."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed from explicit parts (stage seed, step, budget, ...)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the stages read and write, relative to ``root`` (the repository by default)."""
+
+    root: Path = Path(".")
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "data" / "dataset"
+
+    @property
+    def base_model(self) -> Path:
+        return self.root / "models" / "base"
+
+    @property
+    def checkpoints(self) -> Path:  # resume state of long jobs; not a DVC output (DVC wipes those)
+        return self.root / "checkpoints"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "data" / "eval"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; move it onto ``target`` only if the block succeeds.
+
+    Works for files and directories, so a killed stage never leaves a half-written output.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+    try:
+        yield tmp
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(target: Path, obj: Any) -> None:
+    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def jsonl_text(rows: Iterable[dict]) -> str:
+    """Canonical JSONL (sorted keys), so equal rows give equal bytes and equal hashes."""
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

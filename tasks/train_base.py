@@ -1,0 +1,159 @@
+"""Stage ``train_base``: a small Qwen2 model trained from scratch on base search traces.
+
+The traces come from a deliberately wasteful policy (``base_guess_fn``: re-enters confirmed
+digits, but guesses inside the known interval only ``p_informed`` of the time), and end with
+the termination text and a Bayes-optimal forced answer, so the model learns both a base policy
+that wastes steps and a meta-prover whose forced answer reads the feedback. Only GENERATED
+tokens enter the loss (environment and forced tokens never do).
+
+Resumable: every ``checkpoint_every`` steps the full training state is saved under
+``checkpoints/train_base/``; a re-run with the same config continues from there.
+
+    python -m tasks.train_base               # what dvc.yaml runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import time
+
+import torch
+from tqdm import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from mrt_core.envs.base import Problem
+from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
+from tasks.build_dataset import load_split
+from tasks.common import Paths, atomic_path, derive_seed, setup_process, sha256_text
+from tasks.config import Params, TrainBaseConfig, load_params_or_exit
+from tasks.modeling import build_char_tokenizer, build_model, collate, encode_segments
+from tasks.tracking import stage_run
+
+
+def problems_of(rows: list[dict]) -> list[Problem]:
+    return [Problem(id=r["id"], prompt=r["prompt"], answer=r["answer"]) for r in rows]
+
+
+class TraceSampler:
+    """Base traces for one batch, deterministic in (seed, step): resuming needs no data state."""
+
+    def __init__(self, env: CodeSearchEnv, problems: list[Problem], cfg: TrainBaseConfig, tokenizer):
+        self.env, self.problems, self.tokenizer = env, problems, tokenizer
+        self.guess = base_guess_fn(env.spec.n_values, cfg.p_informed)
+        self.trace_cfg = TraceConfig(p_give_up=cfg.p_give_up, p_cut=cfg.p_cut, max_steps=cfg.max_steps)
+        self.seed = cfg.seed
+
+    def batch(self, step: int, size: int, stream: str = "train") -> dict[str, torch.Tensor]:
+        rng = random.Random(derive_seed(self.seed, stream, step))
+        encoded = [
+            encode_segments(self.tokenizer, synthesize_trace(self.env, rng.choice(self.problems), self.guess, self.trace_cfg, rng))
+            for _ in range(size)
+        ]
+        return collate(encoded, self.tokenizer.pad_token_id)
+
+
+def _loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(**batch).loss
+
+
+@torch.no_grad()
+def validation_loss(model, batches: list[dict[str, torch.Tensor]]) -> float:
+    model.eval()
+    losses = [_loss(model, b).item() for b in batches]
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def run_train_base(params: Params, paths: Paths, log=None) -> dict:
+    """Train and save the base model under ``paths.base_model``; returns summary metrics."""
+    cfg = params.train_base
+    env = CodeSearchEnv(params.env.spec())
+    tokenizer = build_char_tokenizer(env.spec.alphabet())
+    train = TraceSampler(env, problems_of(load_split(paths, "train")), cfg, tokenizer)
+    val = TraceSampler(env, problems_of(load_split(paths, "val")), cfg, tokenizer)
+    val_batches = [val.batch(i, cfg.batch_size, "val") for i in range(math.ceil(cfg.n_val_traces / cfg.batch_size))]
+
+    model = build_model(cfg.model, tokenizer, cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
+    ckpt_dir = paths.checkpoints / "train_base"
+    config_hash = sha256_text(json.dumps({"train_base": cfg.model_dump(), "env": params.env.model_dump()}, sort_keys=True))
+    start = _resume(ckpt_dir, config_hash, model, optimizer, scheduler)
+
+    model.train()
+    t0, history = time.time(), []
+    for step in tqdm(range(start, cfg.steps), desc="train_base", initial=start, total=cfg.steps, mininterval=2):
+        loss = _loss(model, train.batch(step, cfg.batch_size))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            row = {"step": done, "train_loss": loss.item(), "val_loss": validation_loss(model, val_batches)}
+            history.append(row)
+            if log:
+                log({"train_loss": row["train_loss"], "val_loss": row["val_loss"]}, done)
+        if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            _save_checkpoint(ckpt_dir, config_hash, done, model, optimizer, scheduler)
+
+    with atomic_path(paths.base_model) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    final_val = history[-1]["val_loss"] if history else validation_loss(model, val_batches)
+    return {"n_params": n_params, "final_val_loss": final_val, "train_seconds": time.time() - t0, "resumed_from": start}
+
+
+def _save_checkpoint(ckpt_dir, config_hash, step, model, optimizer, scheduler) -> None:
+    state = {
+        "config_hash": config_hash,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(ckpt_dir / "state.pt") as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(ckpt_dir, config_hash, model, optimizer, scheduler) -> int:
+    path = ckpt_dir / "state.pt"
+    if not path.exists():
+        return 0
+    state = torch.load(path, weights_only=False)
+    if state["config_hash"] != config_hash:
+        print(f"train_base: ignoring checkpoint at {path} (made with another config)")
+        return 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    print(f"train_base: resuming at step {state['step']}")
+    return state["step"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params_or_exit(args.params)
+    setup_process(params.runtime.torch_threads, params.train_base.seed)
+    paths = Paths()
+    with stage_run("train_base", params.runtime.tracking_uri, params.runtime.experiment,
+                   {"train_base": params.train_base.model_dump(), "env": params.env.model_dump()}) as mlflow:
+        summary = run_train_base(params, paths, log=lambda m, step: mlflow.log_metrics(m, step=step))
+        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
+        mlflow.log_artifacts(str(paths.base_model), artifact_path="model")
+    print(f"train_base: {summary}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Shared fixtures. Everything runs offline: no hub downloads, no telemetry."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+for key, value in {
+    "HF_HUB_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(key, value)
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_PARAMS = REPO / "tests" / "params_smoke.yaml"
+
+
+@pytest.fixture
+def smoke_params():
+    from tasks.config import load_params
+
+    return load_params(SMOKE_PARAMS)
+
+
+@pytest.fixture
+def paths(tmp_path):
+    from tasks.common import Paths
+
+    return Paths(root=tmp_path)
+
+
+@pytest.fixture(scope="session")
+def trained_smoke(tmp_path_factory):
+    """Dataset and base model of the smoke profile, trained once per session."""
+    from tasks.build_dataset import run_build_dataset
+    from tasks.common import Paths, setup_process
+    from tasks.config import load_params
+    from tasks.train_base import run_train_base
+
+    params = load_params(SMOKE_PARAMS)
+    setup_process(params.runtime.torch_threads, 0)
+    paths = Paths(root=tmp_path_factory.mktemp("smoke"))
+    run_build_dataset(params, paths)
+    summary = run_train_base(params, paths)
+    return params, paths, summary
+
+
+def copy_project(dest: Path) -> Path:
+    """The project's pipeline files in a fresh directory (code, dvc.yaml, smoke params)."""
+    for name in ("mrt_core", "tasks", "flows"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", dest / "dvc.yaml")
+    shutil.copy(SMOKE_PARAMS, dest / "params.yaml")
+    return dest

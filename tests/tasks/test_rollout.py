@@ -1,0 +1,63 @@
+"""The rollout engine: roles, budgets, forced answers, and exact J."""
+
+import pytest
+
+from mrt_core.envs.base import Role
+from mrt_core.envs.code_search import CodeSearchEnv
+from tasks.modeling import load_policy
+from tasks.rollout import RolloutEngine
+from tasks.train_base import problems_of
+from tasks.build_dataset import load_split
+
+
+@pytest.fixture(scope="module")
+def rollouts(trained_smoke):
+    params, paths, _ = trained_smoke
+    env = CodeSearchEnv(params.env.spec())
+    model, tok = load_policy(paths.base_model)
+    engine = RolloutEngine(model, tok, env, temperature=1.0)
+    problems = problems_of(load_split(paths, "train"))
+    return env, tok, engine.run(problems, n_samples=3, budget=5, seed=0, batch_size=16)
+
+
+def test_budget_counts_generated_tokens_only(rollouts):
+    env, tok, rolls = rollouts
+    for r in rolls:
+        before_answer = r.roles[: r.answer_start]
+        assert sum(x == Role.GENERATED for x in before_answer) == r.budget_tokens <= 5
+        assert r.stopped_by in {"policy", "budget"}
+        if r.stopped_by == "budget":
+            assert r.budget_tokens == 5 and r.roles[r.answer_start - 2 : r.answer_start] == [Role.FORCED] * 2
+        assert r.roles[r.answer_start :] == [Role.GENERATED] * 2 and len(r.answer_ids) == 2
+
+
+def test_env_tokens_replay_through_the_environment(rollouts):
+    env, tok, rolls = rollouts
+    for r in rolls:
+        state, i, ids = env.initial_state(r.problem), len(env.spec.render_prompt()), r.token_ids
+        while i < r.answer_start and r.roles[i] == Role.GENERATED:
+            action = tok.decode([ids[i]])
+            if action == env.termination_text[0]:  # the policy wrote the termination text itself
+                break
+            step = env.step(state, action)
+            n = len(step.observation)
+            assert tok.decode(ids[i + 1 : i + 1 + n]) == step.observation
+            assert r.roles[i + 1 : i + 1 + n] == [Role.ENV] * n
+            state, i = step.state, i + 1 + n
+        assert state.steps == r.state.steps
+
+
+def test_exact_j_is_a_probability_and_matches_grades_on_average(rollouts):
+    env, tok, rolls = rollouts
+    assert all(0.0 <= r.j_exact <= 1.0 for r in rolls)
+    assert all(r.correct == (r.answer == r.problem.answer) for r in rolls)
+
+
+def test_same_seed_same_rollouts(trained_smoke):
+    params, paths, _ = trained_smoke
+    env = CodeSearchEnv(params.env.spec())
+    model, tok = load_policy(paths.base_model)
+    problems = problems_of(load_split(paths, "test"))
+    a = RolloutEngine(model, tok, env).run(problems, 2, 6, seed=3, batch_size=8)
+    b = RolloutEngine(model, tok, env).run(problems, 2, 6, seed=3, batch_size=8)
+    assert [r.token_ids for r in a] == [r.token_ids for r in b]
