@@ -86,8 +86,8 @@ def write_text_atomic(target: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_json_atomic(target: Path, obj: Any) -> None:
-    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json_atomic(target: Path, obj: Any, sort_keys: bool = True) -> None:
+    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def jsonl_text(rows: Iterable[dict]) -> str:

@@ -107,8 +107,8 @@ def flat_metrics(results: dict) -> dict:
 
 
 def write_outputs(paths: Paths, results: dict, records: list[dict], budgets: list[int]) -> None:
-    write_json_atomic(paths.metrics / "evaluate.json", {name: {f"B{b}": row for b, row in rows.items()}
-                                                        for name, rows in results.items()})
+    by_budget = {name: {f"B{b}": row for b, row in rows.items()} for name, rows in results.items()}
+    write_json_atomic(paths.metrics / "evaluate.json", by_budget, sort_keys=False)  # budgets in order
     plot_rows = [{"budget": b, **{name: results[name][b]["accuracy"] for name in results}} for b in budgets]
     write_json_atomic(paths.plots / "accuracy_vs_budget.json", plot_rows)
     with atomic_path(paths.eval_dir / "rollouts_base.jsonl") as tmp:
