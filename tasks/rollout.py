@@ -98,7 +98,7 @@ class RolloutEngine:
             r.answer_ids.append(t)
             if len(r.answer_ids) == self.env.answer_length(r.problem):
                 r.answer = self.tok.decode(r.answer_ids)
-                r.correct = r.answer == r.problem.answer
+                r.correct = self.env.grader.grade(r.answer, r.problem.answer)
                 return True
             return False
         r.budget_tokens += 1

@@ -62,6 +62,7 @@ class Environment(Protocol):
     """An interactive environment the policy searches in, step by step."""
 
     termination_text: str  # appended to force an answer (the meta-prover's question)
+    grader: "Grader"  # decides whether a final answer is correct
 
     def render_prompt(self, answer: str) -> str:
         """The prompt text shown to the model for a problem with this hidden answer."""

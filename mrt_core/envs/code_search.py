@@ -110,12 +110,21 @@ class SearchState:
         return self.lo[i] == self.hi[i]
 
 
+class ExactMatchGrader:
+    """Grader for finite answer sets: correct iff the answer equals the reference exactly.
+    A missing answer is always wrong, even against a missing reference."""
+
+    def grade(self, answer: str | None, reference: str) -> bool:
+        return answer is not None and reference is not None and answer != "" and answer == reference
+
+
 class CodeSearchEnv:
     """The code-search environment (implements ``mrt_core.envs.base.Environment``)."""
 
     def __init__(self, spec: CodeSearchSpec):
         self.spec = spec
         self.termination_text = spec.termination_text
+        self.grader = ExactMatchGrader()
 
     # --- problems -------------------------------------------------------------------------
     def encode(self, code: tuple[int, ...]) -> str:

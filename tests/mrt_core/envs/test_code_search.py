@@ -116,6 +116,11 @@ def test_base_traces_never_backtrack():
             state = ENV.step(state, ENV.spec.symbols[g]).state
 
 
+def test_grader_exact_match_and_missing_answer_is_wrong():
+    grade = ENV.grader.grade
+    assert grade("527", "527") and not grade("526", "527") and not grade(None, "527") and not grade("", "")
+
+
 def test_spec_rejects_termination_that_looks_like_a_guess():
     with pytest.raises(ValueError, match="termination_text"):
         CodeSearchSpec(termination_text="1:")
