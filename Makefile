@@ -41,6 +41,7 @@ flow: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline
 
 test: $(STAMP)
+	$(BIN)/ruff check mrt_core tasks flows tests
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -35,7 +35,8 @@ def dvc_stage(stage: str, repo_dir: str, env: dict[str, str]) -> str:
     proc = subprocess.run([_dvc(), "repro", "--single-item", stage], cwd=repo_dir, env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        tail = proc.stdout[-3000:] + proc.stderr[-3000:]
+        raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n{tail}")
     return proc.stdout
 
 

@@ -89,7 +89,8 @@ def run_evaluate(params: Params, paths: Paths, log=None) -> dict:
     for budget in cfg.budgets:
         rolls = engine.run(problems, cfg.n_samples, budget, derive_seed(cfg.seed, "eval", budget),
                            cfg.batch_size, desc=f"evaluate B={budget}")
-        results["base"][budget] = model_row(rolls, cfg.n_samples, cfg.n_bootstrap, derive_seed(cfg.seed, "boot", budget))
+        boot_seed = derive_seed(cfg.seed, "boot", budget)
+        results["base"][budget] = model_row(rolls, cfg.n_samples, cfg.n_bootstrap, boot_seed)
         for name, guess in (("bisection", bisection_guess), ("data_policy", data_policy)):
             n = 1 if name == "bisection" else cfg.reference_samples
             results[name][budget] = reference_row(env, problems, guess, budget, n, derive_seed(cfg.seed, name, budget))
@@ -128,7 +129,8 @@ def plot_accuracy(results: dict, budgets: list[int], out) -> None:
     ax.plot(budgets, [r["accuracy"] for r in base], "o-", label="base model (95% CI over problems)")
     ax.fill_between(budgets, [r["ci_low"] for r in base], [r["ci_high"] for r in base], alpha=0.2)
     ax.plot(budgets, [results["bisection"][b]["accuracy"] for b in budgets], "k--", label="bisection (optimal)")
-    ax.plot(budgets, [results["data_policy"][b]["accuracy"] for b in budgets], ":", label="base data policy")
+    data_policy = [results["data_policy"][b]["accuracy"] for b in budgets]
+    ax.plot(budgets, data_policy, ":", label="base data policy (never gives up)")
     ax.set_xlabel("generated-token budget")
     ax.set_ylabel("accuracy (forced answer)")
     ax.set_ylim(0, 1.02)

@@ -49,10 +49,9 @@ class TraceSampler:
 
     def batch(self, step: int, size: int, stream: str = "train") -> dict[str, torch.Tensor]:
         rng = random.Random(derive_seed(self.seed, stream, step))
-        encoded = [
-            encode_segments(self.tokenizer, synthesize_trace(self.env, rng.choice(self.problems), self.guess, self.trace_cfg, rng))
-            for _ in range(size)
-        ]
+        traces = [synthesize_trace(self.env, rng.choice(self.problems), self.guess, self.trace_cfg, rng)
+                  for _ in range(size)]
+        encoded = [encode_segments(self.tokenizer, segments) for segments in traces]
         return collate(encoded, self.tokenizer.pad_token_id)
 
 
@@ -81,7 +80,8 @@ def run_train_base(params: Params, paths: Paths, log=None) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
     ckpt_dir = paths.checkpoints / "train_base"
-    config_hash = sha256_text(json.dumps({"train_base": cfg.model_dump(), "env": params.env.model_dump()}, sort_keys=True))
+    config = {"train_base": cfg.model_dump(), "env": params.env.model_dump()}
+    config_hash = sha256_text(json.dumps(config, sort_keys=True))
     start = _resume(ckpt_dir, config_hash, model, optimizer, scheduler)
 
     model.train()

@@ -4,10 +4,10 @@ import pytest
 
 from mrt_core.envs.base import Role
 from mrt_core.envs.code_search import CodeSearchEnv
+from tasks.build_dataset import load_split
 from tasks.modeling import load_policy
 from tasks.rollout import RolloutEngine
 from tasks.train_base import problems_of
-from tasks.build_dataset import load_split
 
 
 @pytest.fixture(scope="module")

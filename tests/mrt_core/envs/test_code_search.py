@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from mrt_core.envs.base import Role
+from mrt_core.envs.base import Problem, Role
 from mrt_core.envs.code_search import (
     CodeSearchEnv,
     CodeSearchSpec,
@@ -14,7 +14,6 @@ from mrt_core.envs.code_search import (
     play,
     synthesize_trace,
 )
-from mrt_core.envs.base import Problem
 
 ENV = CodeSearchEnv(CodeSearchSpec())  # V=8 ("01234567"), D=3
 
