@@ -68,7 +68,7 @@ def probe_requests(
 
 
 def probe_text(prompt: str, output: str, request: ProbeRequest, termination_text: str) -> str:
-    """The meta-prover's input: prompt + output through the prefix + termination text."""
+    """The meta-prover's input, METHOD.md (1): prompt + output through the prefix + termination text."""
     return prompt + output[: request.char_end] + termination_text
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 
 def accuracy(correct: np.ndarray) -> float:
-    """Mean pass@1: ``mean_p mean_s correct[p, s]``. Shape (P, S) -> scalar."""
+    """Mean pass@1 (METHOD.md (15) with k = 1): ``mean_p mean_s correct[p, s]``. Shape (P, S) -> scalar."""
     correct = np.asarray(correct, dtype=float)
     if correct.ndim != 2 or correct.size == 0:
         raise ValueError(f"correct must be a non-empty (problems, samples) array, got shape {correct.shape}")
@@ -30,7 +30,7 @@ def accuracy(correct: np.ndarray) -> float:
 
 
 def bootstrap_ci(per_problem: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over problems.
+    """Percentile bootstrap interval of the mean over problems (of an accuracy, METHOD.md (15)).
 
     Resamples problems (not samples) with replacement ``n_boot`` times; returns the
     ``(1-level)/2`` and ``(1+level)/2`` quantiles of the resampled means. Shape (P,) -> pair.

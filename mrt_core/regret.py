@@ -50,7 +50,8 @@ def _check_curve(tokens: np.ndarray, j_values: np.ndarray) -> tuple[np.ndarray, 
 
 
 def area_under_curve(tokens: np.ndarray, j_values: np.ndarray, budget: float) -> float:
-    """``integral_0^C p(t) dt`` with p piecewise linear through (T[j], J[j]), held after T[k]."""
+    """``integral_0^C p(t) dt`` (the area in METHOD.md (6)): p piecewise linear through (T[j], J[j]),
+    held after T[k]. Shapes (k+1,), (k+1,) -> scalar."""
     t, j = _check_curve(tokens, j_values)
     grid = np.concatenate([t[t < budget], [budget]])
     values = np.interp(grid, t, j)  # np.interp holds the last value past the end
