@@ -41,11 +41,11 @@ flow: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline
 
 test: $(STAMP)
-	$(BIN)/ruff check mrt_core tasks flows tests
+	$(BIN)/ruff check mrt_core tasks flows tests benchmarks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check mrt_core tasks flows tests
+	$(BIN)/ruff check mrt_core tasks flows tests benchmarks
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

@@ -34,6 +34,7 @@ class EnvConfig(Section):
     obs_solved: str = Field("!", min_length=1, description="appended when the code is found")
     obs_invalid: str = Field("?", min_length=1, description="feedback to a malformed step")
     termination_text: str = Field("A:", min_length=1, description="forces the answer (meta-prover)")
+    continuation_text: str = Field("", description="budget forcing: appended when a stop is overridden")
 
     @field_validator("symbols")
     @classmethod
@@ -61,6 +62,14 @@ class RuntimeConfig(Section):
     torch_threads: int = Field(2, ge=1, description="fixed torch thread count (determinism)")
     tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking store")
     experiment: str = Field("mrt", min_length=1, description="MLflow experiment name")
+
+
+class GenerationConfig(Section):
+    """Which generation backend every stage uses (``hf`` on CPU/GPU, ``vllm`` on GPU only)."""
+
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf (transformers) or vllm (needs the gpu extra)")
+    vllm_gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    vllm_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
 
 class BuildDatasetConfig(Section):
@@ -116,6 +125,7 @@ class EvaluateConfig(Section):
     n_samples: int = Field(4, ge=1, description="rollouts per test problem and budget")
     temperature: float = Field(1.0, gt=0)
     batch_size: int = Field(256, ge=1)
+    budget_forcing: bool = Field(False, description="override stops before the budget (continuation_text)")
     n_bootstrap: int = Field(1000, ge=10, description="bootstrap resamples over problems")
     reference_samples: int = Field(16, ge=1, description="simulations per problem for reference policies")
 
@@ -132,6 +142,7 @@ class Params(Section):
 
     env: EnvConfig = EnvConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    generation: GenerationConfig = GenerationConfig()
     build_dataset: BuildDatasetConfig = BuildDatasetConfig()
     train_base: TrainBaseConfig = TrainBaseConfig()
     evaluate: EvaluateConfig = EvaluateConfig()

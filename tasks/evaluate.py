@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 
 import numpy as np
 
@@ -22,8 +23,9 @@ from mrt_core.metrics import accuracy, bootstrap_ci
 from tasks.build_dataset import load_split
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
 from tasks.config import Params, load_params_or_exit
-from tasks.modeling import check_round_trip, load_policy
-from tasks.rollout import Rollout, RolloutEngine
+from tasks.generation import BackendUnavailable, GenerationBackend, make_backend
+from tasks.generation.rollouts import Rollout, RolloutEngine
+from tasks.modeling import check_round_trip
 from tasks.tracking import stage_run
 from tasks.train_base import problems_of
 
@@ -77,18 +79,27 @@ def rollout_record(r: Rollout, budget: int, tokenizer) -> dict:
     }
 
 
-def run_evaluate(params: Params, paths: Paths, log=None) -> dict:
+def build_backend(params: Params, model_path) -> GenerationBackend:
+    """The configured generation backend for ``model_path``; raises ``BackendUnavailable``."""
+    gen = params.generation
+    backend = make_backend(gen.backend, str(model_path), gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
+                           dtype=gen.vllm_dtype)
+    check_round_trip(backend.tokenizer, params.env.spec().alphabet())
+    return backend
+
+
+def run_evaluate(params: Params, paths: Paths, log=None, backend: GenerationBackend | None = None) -> dict:
     cfg = params.evaluate
     env = CodeSearchEnv(params.env.spec())
     problems = problems_of(load_split(paths, "test"))
-    model, tokenizer = load_policy(paths.base_model)
-    check_round_trip(tokenizer, env.spec.alphabet())
-    engine = RolloutEngine(model, tokenizer, env, cfg.temperature)
+    backend = backend or build_backend(params, paths.base_model)
+    tokenizer = backend.tokenizer
+    engine = RolloutEngine(backend, env, cfg.temperature, params.env.continuation_text)
     data_policy = base_guess_fn(env.spec.n_values, params.train_base.p_informed)
     results, records = {"base": {}, "bisection": {}, "data_policy": {}}, []
     for budget in cfg.budgets:
         rolls = engine.run(problems, cfg.n_samples, budget, derive_seed(cfg.seed, "eval", budget),
-                           cfg.batch_size, desc=f"evaluate B={budget}")
+                           cfg.batch_size, cfg.budget_forcing, desc=f"evaluate B={budget}")
         boot_seed = derive_seed(cfg.seed, "boot", budget)
         results["base"][budget] = model_row(rolls, cfg.n_samples, cfg.n_bootstrap, boot_seed)
         for name, guess in (("bisection", bisection_guess), ("data_policy", data_policy)):
@@ -148,9 +159,14 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params_or_exit(args.params)
     setup_process(params.runtime.torch_threads, params.evaluate.seed)
     paths = Paths()
+    try:  # before anything is written or logged
+        backend = build_backend(params, paths.base_model)
+    except (BackendUnavailable, FileNotFoundError) as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     with stage_run("evaluate", params.runtime.tracking_uri, params.runtime.experiment,
-                   {"evaluate": params.evaluate.model_dump()}) as mlflow:
-        results = run_evaluate(params, paths, log=lambda m, step: mlflow.log_metrics(m, step=step))
+                   {"evaluate": params.evaluate.model_dump(), "generation": params.generation.model_dump()}) as mlflow:
+        results = run_evaluate(params, paths, lambda m, step: mlflow.log_metrics(m, step=step), backend)
         mlflow.log_metrics(flat_metrics(results))
         mlflow.log_artifact(str(paths.plots / "accuracy_vs_budget.png"))
         mlflow.log_artifact(str(paths.metrics / "evaluate.json"))

@@ -49,6 +49,7 @@ class CodeSearchSpec:
     obs_solved: str = "!"
     obs_invalid: str = "?"
     termination_text: str = "A:"
+    continuation_text: str = ""  # budget forcing: appended when an early stop is overridden
 
     def __post_init__(self) -> None:
         if len(set(self.symbols)) != len(self.symbols) or len(self.symbols) < 2:
@@ -74,6 +75,7 @@ class CodeSearchSpec:
             self.obs_solved,
             self.obs_invalid,
             self.termination_text,
+            self.continuation_text,
         ]
         return "".join(sorted(set("".join(strings))))
 

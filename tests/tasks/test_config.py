@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import build_dataset, train_base
+from tasks import build_dataset, evaluate, train_base
 from tasks.config import ConfigError, Params, load_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +74,16 @@ def test_impossible_combination_budget_exceeds_context(tmp_path, monkeypatch, ca
 def test_impossible_combination_termination_looks_like_a_guess(tmp_path, monkeypatch, capsys):
     path = write_params(tmp_path, env={"termination_text": "1:"})
     assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "termination_text")
+
+
+def test_vllm_backend_without_vllm_exits_2_with_the_install_hint(tmp_path, monkeypatch, capsys):
+    path = write_params(tmp_path, generation={"backend": "vllm"})
+    assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "pip install -e '.[gpu]'", stage=evaluate)
+
+
+def test_unknown_backend_is_a_config_error(tmp_path, monkeypatch, capsys):
+    path = write_params(tmp_path, generation={"backend": "tgi"})
+    assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "generation.backend = 'tgi'", "'hf' or 'vllm'")
 
 
 def test_not_yaml_and_missing_file(tmp_path):

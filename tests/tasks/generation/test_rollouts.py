@@ -5,8 +5,8 @@ import pytest
 from mrt_core.envs.base import Role
 from mrt_core.envs.code_search import CodeSearchEnv
 from tasks.build_dataset import load_split
-from tasks.modeling import load_policy
-from tasks.rollout import RolloutEngine
+from tasks.generation import make_backend
+from tasks.generation.rollouts import RolloutEngine
 from tasks.train_base import problems_of
 
 
@@ -14,8 +14,9 @@ from tasks.train_base import problems_of
 def rollouts(trained_smoke):
     params, paths, _ = trained_smoke
     env = CodeSearchEnv(params.env.spec())
-    model, tok = load_policy(paths.base_model)
-    engine = RolloutEngine(model, tok, env, temperature=1.0)
+    backend = make_backend("hf", str(paths.base_model))
+    tok = backend.tokenizer
+    engine = RolloutEngine(backend, env, temperature=1.0)
     problems = problems_of(load_split(paths, "train"))
     return env, tok, engine.run(problems, n_samples=3, budget=5, seed=0, batch_size=16)
 
@@ -56,8 +57,28 @@ def test_exact_j_is_a_probability_and_matches_grades_on_average(rollouts):
 def test_same_seed_same_rollouts(trained_smoke):
     params, paths, _ = trained_smoke
     env = CodeSearchEnv(params.env.spec())
-    model, tok = load_policy(paths.base_model)
+    backend = make_backend("hf", str(paths.base_model))
     problems = problems_of(load_split(paths, "test"))
-    a = RolloutEngine(model, tok, env).run(problems, 2, 6, seed=3, batch_size=8)
-    b = RolloutEngine(model, tok, env).run(problems, 2, 6, seed=3, batch_size=8)
+    a = RolloutEngine(backend, env).run(problems, 2, 6, seed=3, batch_size=8)
+    b = RolloutEngine(backend, env).run(problems, 2, 6, seed=3, batch_size=8)
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
+
+
+def test_budget_forcing_overrides_early_stops(trained_smoke):
+    # with forcing, no rollout may stop before its budget; every override is recorded and the
+    # continuation text is FORCED (never GENERATED)
+    params, paths, _ = trained_smoke
+    env = CodeSearchEnv(params.env.spec())
+    backend = make_backend("hf", str(paths.base_model))
+    problems = problems_of(load_split(paths, "train"))
+    engine = RolloutEngine(backend, env, continuation_text="\n")
+    rolls = engine.run(problems, 4, 10, seed=5, batch_size=64, budget_forcing=True)
+    assert all(r.budget_tokens == 10 for r in rolls)  # a stop is only honoured at the budget itself
+    forced = sum(r.forced_continuations for r in rolls)
+    free = RolloutEngine(backend, env).run(problems, 4, 10, seed=5, batch_size=64)
+    assert forced > 0 and any(r.stopped_by == "policy" for r in free)
+    for r in rolls:
+        n_forced = r.role_count(Role.FORCED)
+        # one continuation token per override, plus the termination text (its first token is
+        # GENERATED when the policy itself stopped, exactly at the budget)
+        assert n_forced == r.forced_continuations + len(engine.term_ids) - (r.stopped_by == "policy")

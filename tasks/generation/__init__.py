@@ -1,0 +1,11 @@
+"""The generation engine: one small interface, two backends (``hf`` on CPU/GPU, ``vllm`` on GPU).
+
+Stages pick the backend with ``generation.backend`` in params and only talk to
+``GenerationBackend``. Rollouts with interventions (environment feedback, forced termination,
+budget forcing) are in ``rollouts``; meta-prover probes with shared prefixes in ``prefix_tree``.
+"""
+
+from tasks.generation.base import BackendUnavailable, Completion, GenerationBackend, SamplingParams, make_backend
+from tasks.generation.prefix_tree import ProbeJob
+
+__all__ = ["BackendUnavailable", "Completion", "GenerationBackend", "ProbeJob", "SamplingParams", "make_backend"]

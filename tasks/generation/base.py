@@ -1,0 +1,84 @@
+"""The generation interface every stage uses, and the backend factory."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from tasks.generation.prefix_tree import ProbeJob
+
+VLLM_HINT = (
+    "the 'vllm' generation backend needs vLLM, which is CUDA-only: on a GPU machine run "
+    "`.venv/bin/pip install -e '.[gpu]'`, or set generation.backend: hf in params.yaml"
+)
+
+
+class BackendUnavailable(RuntimeError):
+    """The configured backend cannot run on this machine (message says how to fix it)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample: ``n`` completions per prompt, each at most ``max_new_tokens`` long,
+    ending early at EOS or right after any ``stop`` string (kept in the text)."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    logprobs: bool = False
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation. ``text == tokenizer.decode(token_ids)``; ``logprobs[i]`` is the
+    model's (untempered) log-probability of ``token_ids[i]``; finish_reason: "stop" | "length"."""
+
+    token_ids: tuple[int, ...]
+    text: str
+    logprobs: tuple[float, ...] | None
+    finish_reason: str
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """What every backend offers; all token ids are the tokenizer's."""
+
+    name: str
+    tokenizer: Any
+
+    def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
+        """``params.n`` completions for each prompt (token ids)."""
+
+    def next_tokens(self, seqs: Sequence[Sequence[int]], temperature: float, generator: torch.Generator) -> list[int]:
+        """One sampled next token per sequence (the step of an interactive rollout)."""
+
+    def probe_sampled(self, job: ProbeJob, term_ids: list[int], answer_len: int, k: int, temperature: float,
+                      generator: torch.Generator) -> torch.Tensor:
+        """K answers of ``answer_len`` tokens after each cut + termination: (n_cuts, k, answer_len)."""
+
+    def probe_logprobs(self, job: ProbeJob, term_ids: list[int], answer_ids: list[int]) -> torch.Tensor:
+        """Teacher-forced log-probs of ``answer_ids`` after each cut + termination: (n_cuts, len)."""
+
+
+def make_backend(kind: str, model_path: str, **options: Any) -> GenerationBackend:
+    """The backend named ``kind`` for the model at ``model_path`` (a folder or a hub id).
+
+    Fails at once with ``BackendUnavailable`` (before any output is written) when ``vllm`` is
+    asked for on a machine without it."""
+    if kind == "hf":
+        from tasks.generation.hf import HFBackend
+
+        return HFBackend.from_pretrained(model_path, **options)
+    if kind == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise BackendUnavailable(VLLM_HINT)
+        from tasks.generation.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model_path, **options)
+    raise BackendUnavailable(f"unknown generation backend {kind!r}: use 'hf' or 'vllm'")

@@ -1,0 +1,107 @@
+"""The ``hf`` backend: transformers models on CPU or CUDA.
+
+``sample`` uses ``model.generate`` (KV cache, n samples per prompt, temperature/top-p, stop
+strings); ``next_tokens`` is the single step interactive rollouts need; probes share each
+rollout's prefix computation through ``prefix_tree``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from tasks.generation.base import Completion, SamplingParams
+from tasks.generation.prefix_tree import ProbeJob, _draw, shared_prefix_logprobs, shared_prefix_sample
+from tasks.modeling import load_policy
+
+
+def _right_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(list(s))
+    return ids, torch.tensor([len(s) - 1 for s in seqs])
+
+
+def _left_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        if s:
+            ids[row, width - len(s):] = torch.tensor(list(s))
+            attention[row, width - len(s):] = 1
+    return ids, attention
+
+
+def trim_completion(tokens: list[int], tokenizer, stop: Sequence[str], eos_ids: set[int],
+                    logprobs: list[float] | None) -> Completion:
+    """Cut generated ``tokens`` at EOS (kept) or right after the first stop string (kept)."""
+    end, reason = len(tokens), "length"
+    for i, t in enumerate(tokens):
+        if t in eos_ids:
+            end, reason = i + 1, "stop"
+            break
+    if stop:
+        for i in range(1, end + 1):  # the first token whose text completes a stop string
+            text = tokenizer.decode(tokens[:i])
+            if any(s in text for s in stop):
+                end, reason = i, "stop"
+                break
+    kept = tokens[:end]
+    lp = tuple(logprobs[:end]) if logprobs is not None else None
+    return Completion(tuple(kept), tokenizer.decode(kept), lp, reason)
+
+
+class HFBackend:
+    """Generation with a transformers causal LM (implements ``GenerationBackend``)."""
+
+    name = "hf"
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model.eval(), tokenizer
+
+    @classmethod
+    def from_pretrained(cls, path: str, **_: object) -> "HFBackend":
+        model, tokenizer = load_policy(path)
+        return cls(model, tokenizer)
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
+        tok = self.tokenizer
+        expanded = [p for p in prompts for _ in range(params.n)]  # n rows per prompt (greedy too)
+        ids, attention = _left_padded(expanded, tok.pad_token_id)
+        torch.manual_seed(params.seed)  # generate() draws from the global generator
+        greedy = params.temperature == 0
+        out = self.model.generate(
+            input_ids=ids, attention_mask=attention, do_sample=not greedy,
+            temperature=None if greedy else params.temperature, top_p=None if greedy else params.top_p,
+            top_k=None, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id, return_dict_in_generate=True, output_logits=params.logprobs,
+        )
+        new = out.sequences[:, ids.shape[1]:]
+        logprobs = None
+        if params.logprobs:  # untempered model log-probs of the chosen tokens
+            logits = torch.stack(out.logits, dim=1).float()
+            logprobs = torch.log_softmax(logits, -1).gather(-1, new[..., None]).squeeze(-1)
+        eos = {tok.eos_token_id}
+        completions = [
+            trim_completion(new[i].tolist(), tok, params.stop, eos, None if logprobs is None else logprobs[i].tolist())
+            for i in range(new.shape[0])
+        ]
+        return [completions[p * params.n:(p + 1) * params.n] for p in range(len(prompts))]
+
+    @torch.no_grad()
+    def next_tokens(self, seqs: Sequence[Sequence[int]], temperature: float, generator: torch.Generator) -> list[int]:
+        # right padding is safe: causal attention never looks at the pads after a sequence
+        ids, last = _right_padded(seqs, self.tokenizer.pad_token_id)
+        logits = self.model(input_ids=ids).logits[torch.arange(len(seqs)), last]
+        return _draw(logits, temperature, generator).tolist()
+
+    def probe_sampled(self, job: ProbeJob, term_ids: list[int], answer_len: int, k: int, temperature: float,
+                      generator: torch.Generator) -> torch.Tensor:
+        return shared_prefix_sample(self.model, job, term_ids, answer_len, k, temperature, generator)
+
+    def probe_logprobs(self, job: ProbeJob, term_ids: list[int], answer_ids: list[int]) -> torch.Tensor:
+        return shared_prefix_logprobs(self.model, job, term_ids, answer_ids)

@@ -1,0 +1,129 @@
+"""Batched rollouts in an environment, with every intervention recorded per token.
+
+Interventions: environment feedback (after each step the environment's observation is appended
+as ENV tokens), forced termination (when the generated-token budget is spent the termination
+text is appended as FORCED tokens and the answer sampled), and budget forcing (when the policy
+writes the termination text before the budget, that token is dropped, the continuation text is
+appended as FORCED tokens and generation goes on). Generated tokens count toward the budget;
+answer tokens are generated but counted apart. Works with any ``GenerationBackend``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mrt_core.envs.base import Environment, Problem, Role
+from tasks.generation.base import GenerationBackend
+from tasks.generation.prefix_tree import ProbeJob
+
+
+@dataclass
+class Rollout:
+    """One trace. ``token_ids``/``roles`` cover prompt and output; ``budget_tokens`` counts
+    generated tokens before the answer; answer tokens are generated but counted apart."""
+
+    problem: Problem
+    sample: int
+    token_ids: list[int]
+    roles: list[Role]
+    state: Any
+    budget_tokens: int = 0
+    answer_ids: list[int] = field(default_factory=list)
+    answer: str = ""
+    stopped_by: str = ""  # "policy" (wrote the termination text) or "budget"
+    correct: bool = False
+    j_exact: float = float("nan")  # P(correct answer | prefix + termination), teacher-forced
+    answer_start: int = -1  # index in token_ids where the answer begins
+    forced_continuations: int = 0  # budget forcing: stops overridden
+
+    def role_count(self, role: Role) -> int:
+        return sum(r == role for r in self.roles)
+
+
+class RolloutEngine:
+    """Samples rollouts of a backend's policy in ``env``."""
+
+    def __init__(self, backend: GenerationBackend, env: Environment, temperature: float = 1.0,
+                 continuation_text: str = ""):
+        self.backend, self.tok, self.env, self.temperature = backend, backend.tokenizer, env, temperature
+        self._cache: dict[str, list[int]] = {}
+        self.term_ids = self.encode(env.termination_text)
+        self.continuation_ids = self.encode(continuation_text) if continuation_text else []
+        self.id_text = {i: self.tok.decode([i]) for i in range(len(self.tok))}
+
+    def encode(self, text: str) -> list[int]:
+        if text not in self._cache:
+            self._cache[text] = self.tok(text, add_special_tokens=False)["input_ids"]
+        return self._cache[text]
+
+    def run(self, problems: list[Problem], n_samples: int, budget: int, seed: int, batch_size: int,
+            budget_forcing: bool = False, desc: str | None = None) -> list[Rollout]:
+        jobs = [(p, k) for p in problems for k in range(n_samples)]
+        out: list[Rollout] = []
+        for b in tqdm(range(0, len(jobs), batch_size), desc=desc, disable=desc is None, mininterval=2):
+            gen = torch.Generator().manual_seed(seed + b)
+            out += self._run_batch(jobs[b : b + batch_size], budget, budget_forcing, gen)
+        return out
+
+    def _run_batch(self, jobs, budget: int, forcing: bool, gen: torch.Generator) -> list[Rollout]:
+        rolls = [self._start(p, k) for p, k in jobs]
+        active = list(range(len(rolls)))
+        while active:
+            next_ids = self.backend.next_tokens([rolls[i].token_ids for i in active], self.temperature, gen)
+            active = [i for i, t in zip(active, next_ids) if not self._advance(rolls[i], t, budget, forcing)]
+        for r in rolls:
+            self._score_exact(r)
+        return rolls
+
+    def _start(self, problem: Problem, k: int) -> Rollout:
+        ids = self.encode(problem.prompt)
+        return Rollout(problem, k, list(ids), [Role.PROMPT] * len(ids), self.env.initial_state(problem))
+
+    def _append(self, r: Rollout, ids: list[int], role: Role) -> None:
+        r.token_ids += ids
+        r.roles += [role] * len(ids)
+
+    def _advance(self, r: Rollout, t: int, budget: int, forcing: bool) -> bool:
+        """Apply token ``t`` to rollout ``r``; returns True when the rollout is finished."""
+        if r.answer_start >= 0:  # answering
+            return self._answer_token(r, t)
+        r.budget_tokens += 1
+        if t == self.term_ids[0]:
+            if forcing and r.budget_tokens < budget:  # too early: drop the stop, continue
+                r.forced_continuations += 1
+                self._append(r, self.continuation_ids, Role.FORCED)
+                return False
+            self._append(r, [t], Role.GENERATED)  # the policy stops: the rest of the text is forced
+            self._append(r, self.term_ids[1:], Role.FORCED)
+            r.stopped_by, r.answer_start = "policy", len(r.token_ids)
+            return False
+        self._append(r, [t], Role.GENERATED)
+        result = self.env.step(r.state, self.id_text[t])
+        r.state = result.state
+        self._append(r, self.encode(result.observation), Role.ENV)
+        if r.budget_tokens >= budget:  # budget spent: force the answer
+            self._append(r, self.term_ids, Role.FORCED)
+            r.stopped_by, r.answer_start = "budget", len(r.token_ids)
+        return False
+
+    def _answer_token(self, r: Rollout, t: int) -> bool:
+        self._append(r, [t], Role.GENERATED)
+        r.answer_ids.append(t)
+        if len(r.answer_ids) < self.env.answer_length(r.problem):
+            return False
+        r.answer = self.tok.decode(r.answer_ids)
+        r.correct = self.env.grader.grade(r.answer, r.problem.answer)
+        return True
+
+    def _score_exact(self, r: Rollout) -> None:
+        """J exact (METHOD.md (3)) at the final prefix: the probability of the reference answer
+        after the prefix + termination text, teacher-forced."""
+        cut = r.answer_start - len(self.term_ids)
+        job = ProbeJob(tuple(r.token_ids[:cut]), (cut,))
+        logp = self.backend.probe_logprobs(job, self.term_ids, self.encode(r.problem.answer))
+        r.j_exact = math.exp(float(logp.sum()))
