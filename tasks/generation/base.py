@@ -32,6 +32,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int = 0
     logprobs: bool = False
+    ignore_eos: bool = False  # run to max_new_tokens (benchmarks)
 
 
 @dataclass(frozen=True)

@@ -78,14 +78,14 @@ class HFBackend:
             input_ids=ids, attention_mask=attention, do_sample=not greedy,
             temperature=None if greedy else params.temperature, top_p=None if greedy else params.top_p,
             top_k=None, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id, return_dict_in_generate=True, output_logits=params.logprobs,
+            eos_token_id=None if params.ignore_eos else tok.eos_token_id, return_dict_in_generate=True, output_logits=params.logprobs,
         )
         new = out.sequences[:, ids.shape[1]:]
         logprobs = None
         if params.logprobs:  # untempered model log-probs of the chosen tokens
             logits = torch.stack(out.logits, dim=1).float()
             logprobs = torch.log_softmax(logits, -1).gather(-1, new[..., None]).squeeze(-1)
-        eos = {tok.eos_token_id}
+        eos = set() if params.ignore_eos else {tok.eos_token_id}
         completions = [
             trim_completion(new[i].tolist(), tok, params.stop, eos, None if logprobs is None else logprobs[i].tolist())
             for i in range(new.shape[0])

@@ -29,6 +29,7 @@ def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
         "stop": list(params.stop),
         "include_stop_str_in_output": True,
         "skip_special_tokens": False,
+        "ignore_eos": params.ignore_eos,
     }
     if params.logprobs:
         kwargs["logprobs"] = 0  # 0 = only the sampled token's log-probability

@@ -22,7 +22,8 @@ def test_sampling_kwargs_mirror_our_params():
     kw = sampling_kwargs(SamplingParams(n=4, temperature=0.7, top_p=0.9, max_new_tokens=32, stop=("\n",), seed=3,
                                         logprobs=True))
     assert kw == {"n": 4, "temperature": 0.7, "top_p": 0.9, "max_tokens": 32, "seed": 3, "stop": ["\n"],
-                  "include_stop_str_in_output": True, "skip_special_tokens": False, "logprobs": 0}
+                  "include_stop_str_in_output": True, "skip_special_tokens": False, "ignore_eos": False,
+                  "logprobs": 0}
     assert "logprobs" not in sampling_kwargs(SamplingParams())
 
 
