@@ -35,6 +35,10 @@ class EnvConfig(Section):
     obs_invalid: str = Field("?", min_length=1, description="feedback to a malformed step")
     termination_text: str = Field("A:", min_length=1, description="forces the answer (meta-prover)")
     continuation_text: str = Field("", description="budget forcing: appended when a stop is overridden")
+    backtrack_text: str = Field("^", min_length=1, max_length=1,
+                                description="backtrack marker; followed by symbols[j] = back to step j")
+    obs_backtrack: str = Field("\n", min_length=1, description="feedback to a valid backtrack")
+    backtrack_echo: bool = Field(True, description="the environment re-writes the kept digits after a backtrack")
 
     @field_validator("symbols")
     @classmethod
@@ -50,6 +54,8 @@ class EnvConfig(Section):
                 raise ValueError(f"{name}={getattr(self, name)!r} shares characters with symbols")
         if self.termination_text[0] in self.symbols:
             raise ValueError("termination_text must not start with a symbol (it must differ from a guess)")
+        if self.backtrack_text in self.symbols or self.backtrack_text == self.termination_text[0]:
+            raise ValueError(f"backtrack_text={self.backtrack_text!r} must differ from symbols and the termination text")
         return self
 
     def spec(self) -> CodeSearchSpec:

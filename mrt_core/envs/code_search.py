@@ -50,6 +50,9 @@ class CodeSearchSpec:
     obs_invalid: str = "?"
     termination_text: str = "A:"
     continuation_text: str = ""  # budget forcing: appended when an early stop is overridden
+    backtrack_text: str = "^"  # after a failed attempt: "^" + symbols[j] = back to step j (keep j digits)
+    obs_backtrack: str = "\n"  # the environment's answer to a valid backtrack
+    backtrack_echo: bool = True  # the environment re-writes the kept digits after a backtrack
 
     def __post_init__(self) -> None:
         if len(set(self.symbols)) != len(self.symbols) or len(self.symbols) < 2:
@@ -58,6 +61,8 @@ class CodeSearchSpec:
             raise ValueError(f"n_digits must be >= 1, got {self.n_digits}")
         if not self.termination_text or self.termination_text[0] in self.symbols:
             raise ValueError("termination_text must be non-empty and not start with a symbol")
+        if len(self.backtrack_text) != 1 or self.backtrack_text in self.symbols + self.termination_text[0]:
+            raise ValueError("backtrack_text must be one character, neither a symbol nor the termination start")
 
     @property
     def n_values(self) -> int:
@@ -76,6 +81,8 @@ class CodeSearchSpec:
             self.obs_invalid,
             self.termination_text,
             self.continuation_text,
+            self.backtrack_text,
+            self.obs_backtrack,
         ]
         return "".join(sorted(set("".join(strings))))
 
@@ -99,6 +106,8 @@ class SearchState:
     steps: int = 0
     wasted: int = 0
     attempts: int = 0  # attempts started
+    backtracks: int = 0  # valid backtracks taken
+    pending_backtrack: bool = False  # the backtrack marker was written; the step index comes next
 
     def consistent_count(self) -> int:
         """How many codes are still consistent with the feedback."""
@@ -160,17 +169,44 @@ class CodeSearchEnv:
         return SearchState(code=code, lo=(0,) * d, hi=(self.spec.n_values - 1,) * d)
 
     def is_action(self, token_text: str) -> bool:
-        return len(token_text) == 1 and token_text in self.spec.symbols
+        return len(token_text) == 1 and (token_text in self.spec.symbols or token_text == self.spec.backtrack_text)
 
     def step(self, state: SearchState, action: str) -> StepResult:
+        """The environment's answer to one generated token (a guess, the backtrack marker, or
+        the step index after the marker)."""
         s = self.spec
-        started = state.attempts + (1 if state.digit == 0 else 0)
         if state.solved:  # a step after solving wastes tokens; repeat the verdict
             return StepResult(replace(state, steps=state.steps + 1, wasted=state.wasted + 1), s.obs_solved, True)
-        if not self.is_action(action):
-            new = replace(state, digit=0, steps=state.steps + 1, wasted=state.wasted + 1, attempts=started)
-            return StepResult(new, s.obs_invalid + s.obs_attempt_end, True)
-        i, g = state.digit, s.symbols.index(action)
+        if state.pending_backtrack:
+            return self._backtrack_to(state, action)
+        if action == s.backtrack_text and state.digit == 0 and state.steps > 0:
+            return StepResult(replace(state, pending_backtrack=True), "", False)
+        if not (len(action) == 1 and action in s.symbols):
+            return self._invalid(state)
+        return self._guess(state, s.symbols.index(action))
+
+    def _invalid(self, state: SearchState) -> StepResult:
+        started = state.attempts + (1 if state.digit == 0 else 0)
+        new = replace(state, digit=0, steps=state.steps + 1, wasted=state.wasted + 1, attempts=started,
+                      pending_backtrack=False)
+        return StepResult(new, self.spec.obs_invalid + self.spec.obs_attempt_end, True)
+
+    def _backtrack_to(self, state: SearchState, action: str) -> StepResult:
+        """``^`` + symbols[j]: the next attempt starts at digit j, keeping digits 0..j-1, which
+        the feedback must have confirmed; the environment re-writes them when echoing."""
+        s = self.spec
+        j = s.symbols.index(action) if len(action) == 1 and action in s.symbols else -1
+        if not 0 <= j < s.n_digits or not all(state.confirmed(i) for i in range(j)):
+            return self._invalid(state)
+        kept = "".join(s.symbols[state.lo[i]] + s.obs_correct for i in range(j)) if s.backtrack_echo else ""
+        new = replace(state, digit=j, pending_backtrack=False, backtracks=state.backtracks + 1,
+                      attempts=state.attempts + (1 if j > 0 else 0))
+        return StepResult(new, s.obs_backtrack + kept, False)
+
+    def _guess(self, state: SearchState, g: int) -> StepResult:
+        s = self.spec
+        started = state.attempts + (1 if state.digit == 0 else 0)
+        i = state.digit
         wasted = not (state.lo[i] <= g <= state.hi[i])
         counts = dict(steps=state.steps + 1, wasted=state.wasted + int(wasted), attempts=started)
         c = state.code[i]

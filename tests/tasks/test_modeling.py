@@ -13,7 +13,7 @@ TRACE = "Q3:4>\n6<\n5=2=7=!A:527"
 
 
 def test_alphabet_holds_every_env_string():
-    assert ALPHABET == "\n!01234567:<=>?AQ"  # sorted code points
+    assert ALPHABET == "\n!01234567:<=>?AQ^"  # sorted code points
 
 
 def test_tokenizer_round_trip_after_save_and_auto_load(tmp_path):

@@ -115,6 +115,31 @@ def test_base_traces_never_backtrack():
             state = ENV.step(state, ENV.spec.symbols[g]).state
 
 
+def test_backtrack_keeps_confirmed_digits_and_echoes_them():
+    # 527: "5=2=3>" fails at digit 2; "^2" goes back to step 2 keeping 5 and 2; the environment
+    # answers "\n" and re-writes the kept digits "5=2="; then "7" solves it.
+    state, obs = replay("527", "523^27")
+    assert obs == ["=", "=", ">\n", "", "\n5=2=", "=!"]
+    assert state.solved and state.backtracks == 1 and state.attempts == 2 and state.steps == 4 and state.wasted == 0
+
+
+def test_backtrack_without_echo_and_invalid_backtracks():
+    quiet = CodeSearchEnv(CodeSearchSpec(backtrack_echo=False))
+    state = quiet.initial_state(problem("527"))
+    for a in "523^2":
+        result = quiet.step(state, a)
+        state = result.state
+    assert result.observation == "\n" and state.digit == 2
+    _, obs = replay("527", "53^2")  # digit 1 was never confirmed: invalid, attempt restarts
+    assert obs[-1] == "?\n"
+    _, obs = replay("527", "523^3")  # there is no step 3 to go back to (3 digits: 0, 1, 2)
+    assert obs[-1] == "?\n"
+    state, obs = replay("527", "5^")  # the marker mid-attempt is not a step
+    assert obs[-1] == "?\n" and state.wasted == 1
+    state, obs = replay("527", "4^04")  # back to the beginning: the same attempt count as a restart
+    assert obs == [">\n", "", "\n", ">\n"] and state.attempts == 2 and state.backtracks == 1
+
+
 def test_grader_exact_match_and_missing_answer_is_wrong():
     grade = ENV.grader.grade
     assert grade("527", "527") and not grade("526", "527") and not grade(None, "527") and not grade("", "")
