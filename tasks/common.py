@@ -52,6 +52,14 @@ class Paths:
         return self.root / "checkpoints"
 
     @property
+    def backtracks(self) -> Path:
+        return self.root / "data" / "backtracks"
+
+    @property
+    def warmstart_model(self) -> Path:
+        return self.root / "models" / "warmstart"
+
+    @property
     def eval_dir(self) -> Path:
         return self.root / "data" / "eval"
 

@@ -55,7 +55,8 @@ class EnvConfig(Section):
         if self.termination_text[0] in self.symbols:
             raise ValueError("termination_text must not start with a symbol (it must differ from a guess)")
         if self.backtrack_text in self.symbols or self.backtrack_text == self.termination_text[0]:
-            raise ValueError(f"backtrack_text={self.backtrack_text!r} must differ from symbols and the termination text")
+            raise ValueError(f"backtrack_text={self.backtrack_text!r} must differ from symbols and the "
+                             "termination text")
         return self
 
     def spec(self) -> CodeSearchSpec:
@@ -127,6 +128,8 @@ class TrainBaseConfig(Section):
 
 class EvaluateConfig(Section):
     seed: int = 0
+    models: list[Literal["base", "warmstart"]] = Field(["base", "warmstart"], min_length=1,
+                                                       description="models to evaluate")
     budgets: list[int] = Field([6, 12, 18, 24, 36], min_length=1, description="generated-token budgets")
     n_samples: int = Field(4, ge=1, description="rollouts per test problem and budget")
     temperature: float = Field(1.0, gt=0)
@@ -143,6 +146,36 @@ class EvaluateConfig(Section):
         return v
 
 
+class SynthesizeBacktracksConfig(Section):
+    """MRT-B warm-start data: failed first attempts, the best step to return to, a new attempt."""
+
+    seed: int = 0
+    variant: Literal["restart", "backtrack_shared_prefix", "backtrack_no_repeat"] = Field(
+        "backtrack_shared_prefix", description="restart | backtrack_shared_prefix | backtrack_no_repeat")
+    n_problems: int = Field(384, ge=1, description="training problems to try (first ones of the split)")
+    n_resamples: int = Field(16, ge=1, description="K: resamples per step prefix")
+    temperature: float = Field(1.0, gt=0)
+    batch_size: int = Field(256, ge=1)
+    max_malformed_share: float = Field(0.2, ge=0, le=1, description="fail the stage above this share")
+
+
+class SftWarmstartConfig(Section):
+    """Warm-start SFT on the backtrack traces (TRL SFTTrainer)."""
+
+    seed: int = 0
+    loss_on: Literal["response", "suffix"] = Field(
+        "response", description="response: every generated token; suffix: only after the failed first attempt")
+    max_steps: int = Field(150, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    warmup_steps: int = Field(10, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    eval_every: int = Field(25, ge=1, description="logging and validation period (steps)")
+    save_every: int = Field(50, ge=1, description="checkpoint period (steps), for resuming")
+    min_rows: int = Field(8, ge=1, description="fail when fewer warm-start traces exist")
+
+
 class Params(Section):
     """The whole ``params.yaml``: one section per stage plus shared ones."""
 
@@ -151,7 +184,19 @@ class Params(Section):
     generation: GenerationConfig = GenerationConfig()
     build_dataset: BuildDatasetConfig = BuildDatasetConfig()
     train_base: TrainBaseConfig = TrainBaseConfig()
+    synthesize_backtracks: SynthesizeBacktracksConfig = SynthesizeBacktracksConfig()
+    sft_warmstart: SftWarmstartConfig = SftWarmstartConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _variant_matches_env(self) -> "Params":
+        variant, echo = self.synthesize_backtracks.variant, self.env.backtrack_echo
+        if variant == "backtrack_shared_prefix" and not echo or variant == "backtrack_no_repeat" and echo:
+            raise ValueError(
+                f"synthesize_backtracks.variant={variant!r} needs env.backtrack_echo={not echo} "
+                "(the environment re-writes the shared prefix only when echoing)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _context_fits(self) -> "Params":

@@ -1,11 +1,11 @@
-"""Stage ``evaluate`` (first version): accuracy of the base model at several token budgets.
+"""Stage ``evaluate`` (first version): accuracy of every model at several token budgets.
 
-For each budget B, ``n_samples`` rollouts per test problem; the answer is forced after B
-generated tokens. Beside the model, two reference policies are simulated exactly in the
-environment with Bayes-optimal forced answers: bisection (the known-optimal search) and the
-base data policy the model imitated. Writes ``metrics/evaluate.json`` (DVC metrics),
-``plots/accuracy_vs_budget.json`` (DVC plot), ``plots/accuracy_vs_budget.png`` and every
-rollout to ``data/eval/rollouts_base.jsonl``.
+For each model (``evaluate.models``: base, warmstart) and budget B, ``n_samples`` rollouts per
+test problem; the answer is forced after B generated tokens. Beside the models, two reference
+policies are simulated exactly in the environment with Bayes-optimal forced answers: bisection
+(the known-optimal search without backtracking) and the base data policy the model imitated.
+Writes ``metrics/evaluate.json`` (DVC metrics), ``plots/accuracy_vs_budget.json`` (DVC plot),
+``plots/accuracy_vs_budget.png`` and every rollout to ``data/eval/rollouts_<model>.jsonl``.
 
     python -m tasks.evaluate                 # what dvc.yaml runs
 """
@@ -32,11 +32,29 @@ from tasks.train_base import problems_of
 ROLE_CHAR = {"prompt": "p", "gen": "g", "env": "e", "forced": "f"}
 
 
-def model_row(rolls: list[Rollout], n_samples: int, n_boot: int, seed: int) -> dict:
+MODEL_PATHS = {"base": "base_model", "warmstart": "warmstart_model"}
+
+
+def first_failure_backtracked(env: CodeSearchEnv, r: Rollout, id_text: dict) -> bool | None:
+    """Did the policy backtrack right after its first failed attempt? None when the first
+    attempt did not fail or nothing followed it."""
+    state = env.initial_state(r.problem)
+    actions = r.generated_texts(id_text, r.start_len)
+    for i, a in enumerate(actions[:-1]):
+        state = env.step(state, a).state
+        if state.solved:
+            return None
+        if state.digit == 0 and not state.pending_backtrack:  # the first attempt just failed
+            return actions[i + 1] == env.spec.backtrack_text
+    return None
+
+
+def model_row(rolls: list[Rollout], n_samples: int, n_boot: int, seed: int, backtracked: list) -> dict:
     """Accuracy with a bootstrap CI over problems, and how the budget was spent."""
     correct = np.array([r.correct for r in rolls], dtype=float).reshape(-1, n_samples)
     lo, hi = bootstrap_ci(correct.mean(axis=1), n_boot, seed)
     steps = sum(r.state.steps for r in rolls)
+    failed_first = [b for b in backtracked if b is not None]
     return {
         "accuracy": accuracy(correct),
         "ci_low": lo,
@@ -47,6 +65,9 @@ def model_row(rolls: list[Rollout], n_samples: int, n_boot: int, seed: int) -> d
         "solved_share": float(np.mean([r.state.solved for r in rolls])),
         "stopped_by_policy": float(np.mean([r.stopped_by == "policy" for r in rolls])),
         "generated_tokens": float(np.mean([r.budget_tokens for r in rolls])),
+        "backtracks_per_rollout": float(np.mean([r.state.backtracks for r in rolls])),
+        "backtrack_after_failed_first": float(np.mean(failed_first)) if failed_first else float("nan"),
+        "n_failed_first": len(failed_first),
     }
 
 
@@ -88,29 +109,50 @@ def build_backend(params: Params, model_path) -> GenerationBackend:
     return backend
 
 
-def run_evaluate(params: Params, paths: Paths, log=None, backend: GenerationBackend | None = None) -> dict:
+def evaluate_model(params: Params, paths: Paths, backend: GenerationBackend, problems, log=None,
+                   name: str = "base") -> tuple[dict, list[dict]]:
+    """Rows per budget and every rollout's record for one model."""
     cfg = params.evaluate
     env = CodeSearchEnv(params.env.spec())
-    problems = problems_of(load_split(paths, "test"))
-    backend = backend or build_backend(params, paths.base_model)
-    tokenizer = backend.tokenizer
     engine = RolloutEngine(backend, env, cfg.temperature, params.env.continuation_text)
-    data_policy = base_guess_fn(env.spec.n_values, params.train_base.p_informed)
-    results, records = {"base": {}, "bisection": {}, "data_policy": {}}, []
+    rows, records = {}, []
     for budget in cfg.budgets:
+        # the same seed for every model: paired comparisons over the same problems and draws
         rolls = engine.run(problems, cfg.n_samples, budget, derive_seed(cfg.seed, "eval", budget),
-                           cfg.batch_size, cfg.budget_forcing, desc=f"evaluate B={budget}")
-        boot_seed = derive_seed(cfg.seed, "boot", budget)
-        results["base"][budget] = model_row(rolls, cfg.n_samples, cfg.n_bootstrap, boot_seed)
+                           cfg.batch_size, cfg.budget_forcing, desc=f"evaluate {name} B={budget}")
+        backtracked = [first_failure_backtracked(env, r, engine.id_text) for r in rolls]
+        rows[budget] = model_row(rolls, cfg.n_samples, cfg.n_bootstrap, derive_seed(cfg.seed, "boot", budget),
+                                 backtracked)
+        records += [rollout_record(r, budget, backend.tokenizer) for r in rolls]
+        if log:
+            log({f"{name}.accuracy": rows[budget]["accuracy"], f"{name}.wasted_share": rows[budget]["wasted_share"]},
+                budget)
+    return rows, records
+
+
+def reference_rows(params: Params, problems, log=None) -> dict:
+    cfg = params.evaluate
+    env = CodeSearchEnv(params.env.spec())
+    data_policy = base_guess_fn(env.spec.n_values, params.train_base.p_informed)
+    out = {"bisection": {}, "data_policy": {}}
+    for budget in cfg.budgets:
         for name, guess in (("bisection", bisection_guess), ("data_policy", data_policy)):
             n = 1 if name == "bisection" else cfg.reference_samples
-            results[name][budget] = reference_row(env, problems, guess, budget, n, derive_seed(cfg.seed, name, budget))
-        records += [rollout_record(r, budget, tokenizer) for r in rolls]
-        if log:
-            for name, rows in results.items():
-                log({f"{name}.accuracy": rows[budget]["accuracy"]}, budget)
-            log({"base.wasted_share": results["base"][budget]["wasted_share"]}, budget)
-    write_outputs(paths, results, records, cfg.budgets)
+            out[name][budget] = reference_row(env, problems, guess, budget, n, derive_seed(cfg.seed, name, budget))
+            if log:
+                log({f"{name}.accuracy": out[name][budget]["accuracy"]}, budget)
+    return out
+
+
+def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None = None) -> dict:
+    """Evaluate every model in ``evaluate.models`` and the reference policies; write outputs."""
+    problems = problems_of(load_split(paths, "test"))
+    backends = backends or {m: build_backend(params, getattr(paths, MODEL_PATHS[m])) for m in params.evaluate.models}
+    results, records = {}, {}
+    for name, backend in backends.items():
+        results[name], records[name] = evaluate_model(params, paths, backend, problems, log, name)
+    results.update(reference_rows(params, problems, log))
+    write_outputs(paths, results, records, params.evaluate.budgets)
     return results
 
 
@@ -118,13 +160,15 @@ def flat_metrics(results: dict) -> dict:
     return {f"{name}.B{b}.{k}": v for name, rows in results.items() for b, row in rows.items() for k, v in row.items()}
 
 
-def write_outputs(paths: Paths, results: dict, records: list[dict], budgets: list[int]) -> None:
+def write_outputs(paths: Paths, results: dict, records: dict[str, list[dict]], budgets: list[int]) -> None:
     by_budget = {name: {f"B{b}": row for b, row in rows.items()} for name, rows in results.items()}
     write_json_atomic(paths.metrics / "evaluate.json", by_budget, sort_keys=False)  # budgets in order
     plot_rows = [{"budget": b, **{name: results[name][b]["accuracy"] for name in results}} for b in budgets]
     write_json_atomic(paths.plots / "accuracy_vs_budget.json", plot_rows)
-    with atomic_path(paths.eval_dir / "rollouts_base.jsonl") as tmp:
-        tmp.write_text(jsonl_text(records))
+    with atomic_path(paths.eval_dir) as tmp:
+        tmp.mkdir()
+        for name, recs in records.items():
+            (tmp / f"rollouts_{name}.jsonl").write_text(jsonl_text(recs))
     with atomic_path(paths.plots / "accuracy_vs_budget.png") as tmp:
         plot_accuracy(results, budgets, tmp)
 
@@ -136,9 +180,10 @@ def plot_accuracy(results: dict, budgets: list[int], out) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    base = [results["base"][b] for b in budgets]
-    ax.plot(budgets, [r["accuracy"] for r in base], "o-", label="base model (95% CI over problems)")
-    ax.fill_between(budgets, [r["ci_low"] for r in base], [r["ci_high"] for r in base], alpha=0.2)
+    for name in (n for n in results if n in MODEL_PATHS):
+        rows = [results[name][b] for b in budgets]
+        ax.plot(budgets, [r["accuracy"] for r in rows], "o-", label=f"{name} model (95% CI over problems)")
+        ax.fill_between(budgets, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.2)
     ax.plot(budgets, [results["bisection"][b]["accuracy"] for b in budgets], "k--", label="bisection (optimal)")
     data_policy = [results["data_policy"][b]["accuracy"] for b in budgets]
     ax.plot(budgets, data_policy, ":", label="base data policy (never gives up)")
@@ -160,21 +205,22 @@ def main(argv: list[str] | None = None) -> None:
     setup_process(params.runtime.torch_threads, params.evaluate.seed)
     paths = Paths()
     try:  # before anything is written or logged
-        backend = build_backend(params, paths.base_model)
+        backends = {m: build_backend(params, getattr(paths, MODEL_PATHS[m])) for m in params.evaluate.models}
     except (BackendUnavailable, FileNotFoundError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     with stage_run("evaluate", params.runtime.tracking_uri, params.runtime.experiment,
                    {"evaluate": params.evaluate.model_dump(), "generation": params.generation.model_dump()}) as mlflow:
-        results = run_evaluate(params, paths, lambda m, step: mlflow.log_metrics(m, step=step), backend)
+        results = run_evaluate(params, paths, lambda m, step: mlflow.log_metrics(m, step=step), backends)
         mlflow.log_metrics(flat_metrics(results))
         mlflow.log_artifact(str(paths.plots / "accuracy_vs_budget.png"))
         mlflow.log_artifact(str(paths.metrics / "evaluate.json"))
-    for b in params.evaluate.budgets:
-        row = results["base"][b]
-        print(f"B={b:3d} base acc={row['accuracy']:.3f} [{row['ci_low']:.3f},{row['ci_high']:.3f}] "
-              f"wasted={row['wasted_share']:.2f} bisection={results['bisection'][b]['accuracy']:.3f} "
-              f"data_policy={results['data_policy'][b]['accuracy']:.3f}")
+    for name in params.evaluate.models:
+        for b in params.evaluate.budgets:
+            row = results[name][b]
+            print(f"{name:9s} B={b:3d} acc={row['accuracy']:.3f} [{row['ci_low']:.3f},{row['ci_high']:.3f}] "
+                  f"wasted={row['wasted_share']:.2f} backtrack|failed-first={row['backtrack_after_failed_first']:.2f} "
+                  f"bisection={results['bisection'][b]['accuracy']:.3f}")
 
 
 if __name__ == "__main__":

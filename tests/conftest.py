@@ -36,10 +36,13 @@ def paths(tmp_path):
 
 @pytest.fixture(scope="session")
 def trained_smoke(tmp_path_factory):
-    """Dataset and base model of the smoke profile, trained once per session."""
+    """Dataset, base model, backtrack traces and warm-start model of the smoke profile, made
+    once per session (tests that write must work on a copy: see ``copy_outputs``)."""
     from tasks.build_dataset import run_build_dataset
     from tasks.common import Paths, setup_process
     from tasks.config import load_params
+    from tasks.sft_warmstart import run_sft_warmstart
+    from tasks.synthesize_backtracks import run_synthesize_backtracks
     from tasks.train_base import run_train_base
 
     params = load_params(SMOKE_PARAMS)
@@ -47,7 +50,19 @@ def trained_smoke(tmp_path_factory):
     paths = Paths(root=tmp_path_factory.mktemp("smoke"))
     run_build_dataset(params, paths)
     summary = run_train_base(params, paths)
+    run_synthesize_backtracks(params, paths)
+    run_sft_warmstart(params, paths)
     return params, paths, summary
+
+
+def copy_outputs(paths, dest: Path, *names: str):
+    """A fresh ``Paths`` under ``dest`` holding copies of the named outputs of ``paths``."""
+    from tasks.common import Paths
+
+    other = Paths(root=dest)
+    for name in names:
+        shutil.copytree(getattr(paths, name), getattr(other, name))
+    return other
 
 
 def copy_project(dest: Path) -> Path:

@@ -78,7 +78,8 @@ class HFBackend:
             input_ids=ids, attention_mask=attention, do_sample=not greedy,
             temperature=None if greedy else params.temperature, top_p=None if greedy else params.top_p,
             top_k=None, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
-            eos_token_id=None if params.ignore_eos else tok.eos_token_id, return_dict_in_generate=True, output_logits=params.logprobs,
+            eos_token_id=None if params.ignore_eos else tok.eos_token_id, return_dict_in_generate=True,
+            output_logits=params.logprobs,
         )
         new = out.sequences[:, ids.shape[1]:]
         logprobs = None

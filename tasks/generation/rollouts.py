@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
@@ -40,9 +40,26 @@ class Rollout:
     j_exact: float = float("nan")  # P(correct answer | prefix + termination), teacher-forced
     answer_start: int = -1  # index in token_ids where the answer begins
     forced_continuations: int = 0  # budget forcing: stops overridden
+    start_len: int = 0  # tokens given at the start (prompt, or a prefix of another rollout)
 
     def role_count(self, role: Role) -> int:
         return sum(r == role for r in self.roles)
+
+    def generated_texts(self, tok_text: dict[int, str], start: int = 0) -> list[str]:
+        """Texts of the GENERATED tokens from index ``start`` on (the policy's actions)."""
+        return [tok_text[t] for t, r in zip(self.token_ids[start:], self.roles[start:]) if r == Role.GENERATED]
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a rollout begins: a problem, its sample index, and optionally a prefix already
+    written (token ids, roles, environment state), e.g. a step prefix of another rollout."""
+
+    problem: Problem
+    sample: int = 0
+    token_ids: tuple[int, ...] | None = None
+    roles: tuple[Role, ...] | None = None
+    state: Any = None
 
 
 class RolloutEngine:
@@ -62,33 +79,47 @@ class RolloutEngine:
         return self._cache[text]
 
     def run(self, problems: list[Problem], n_samples: int, budget: int, seed: int, batch_size: int,
-            budget_forcing: bool = False, desc: str | None = None) -> list[Rollout]:
-        jobs = [(p, k) for p in problems for k in range(n_samples)]
+            budget_forcing: bool = False, desc: str | None = None,
+            stop_when: Callable[[Any], bool] | None = None) -> list[Rollout]:
+        """``n_samples`` rollouts per problem from its prompt (see ``run_from``)."""
+        starts = [Start(p, k) for p in problems for k in range(n_samples)]
+        return self.run_from(starts, budget, seed, batch_size, budget_forcing, desc, stop_when)
+
+    def run_from(self, starts: list[Start], budget: int, seed: int, batch_size: int, budget_forcing: bool = False,
+                 desc: str | None = None, stop_when: Callable[[Any], bool] | None = None) -> list[Rollout]:
+        """Rollouts from given starts. ``budget`` counts generated tokens after the start;
+        ``stop_when(state)``, checked after each environment step, ends a rollout early with
+        no answer (``stopped_by == "condition"``), e.g. at the end of an attempt."""
         out: list[Rollout] = []
-        for b in tqdm(range(0, len(jobs), batch_size), desc=desc, disable=desc is None, mininterval=2):
+        for b in tqdm(range(0, len(starts), batch_size), desc=desc, disable=desc is None, mininterval=2):
             gen = torch.Generator().manual_seed(seed + b)
-            out += self._run_batch(jobs[b : b + batch_size], budget, budget_forcing, gen)
+            out += self._run_batch(starts[b : b + batch_size], budget, budget_forcing, gen, stop_when)
         return out
 
-    def _run_batch(self, jobs, budget: int, forcing: bool, gen: torch.Generator) -> list[Rollout]:
-        rolls = [self._start(p, k) for p, k in jobs]
+    def _run_batch(self, starts, budget: int, forcing: bool, gen: torch.Generator, stop_when) -> list[Rollout]:
+        rolls = [self._start(s) for s in starts]
         active = list(range(len(rolls)))
         while active:
             next_ids = self.backend.next_tokens([rolls[i].token_ids for i in active], self.temperature, gen)
-            active = [i for i, t in zip(active, next_ids) if not self._advance(rolls[i], t, budget, forcing)]
+            active = [i for i, t in zip(active, next_ids) if not self._advance(rolls[i], t, budget, forcing, stop_when)]
         for r in rolls:
-            self._score_exact(r)
+            if r.answer_start >= 0:
+                self._score_exact(r)
         return rolls
 
-    def _start(self, problem: Problem, k: int) -> Rollout:
-        ids = self.encode(problem.prompt)
-        return Rollout(problem, k, list(ids), [Role.PROMPT] * len(ids), self.env.initial_state(problem))
+    def _start(self, start: Start) -> Rollout:
+        if start.token_ids is None:
+            ids = self.encode(start.problem.prompt)
+            return Rollout(start.problem, start.sample, list(ids), [Role.PROMPT] * len(ids),
+                           self.env.initial_state(start.problem), start_len=len(ids))
+        return Rollout(start.problem, start.sample, list(start.token_ids), list(start.roles), start.state,
+                       start_len=len(start.token_ids))
 
     def _append(self, r: Rollout, ids: list[int], role: Role) -> None:
         r.token_ids += ids
         r.roles += [role] * len(ids)
 
-    def _advance(self, r: Rollout, t: int, budget: int, forcing: bool) -> bool:
+    def _advance(self, r: Rollout, t: int, budget: int, forcing: bool, stop_when=None) -> bool:
         """Apply token ``t`` to rollout ``r``; returns True when the rollout is finished."""
         if r.answer_start >= 0:  # answering
             return self._answer_token(r, t)
@@ -106,6 +137,9 @@ class RolloutEngine:
         result = self.env.step(r.state, self.id_text[t])
         r.state = result.state
         self._append(r, self.encode(result.observation), Role.ENV)
+        if stop_when is not None and stop_when(r.state):
+            r.stopped_by = "condition"
+            return True
         if r.budget_tokens >= budget:  # budget spent: force the answer
             self._append(r, self.term_ids, Role.FORCED)
             r.stopped_by, r.answer_start = "budget", len(r.token_ids)

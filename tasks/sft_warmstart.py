@@ -1,0 +1,138 @@
+"""Stage ``sft_warmstart``: supervised fine-tuning of the base model on the backtrack traces.
+
+TRL's ``SFTTrainer`` (transformers Trainer on Accelerate) on pre-tokenised rows: ``input_ids``
+and a ``completion_mask`` that is True only on GENERATED tokens (the prompt, the environment's
+feedback and forced tokens never enter the loss); with ``loss_on: suffix`` the failed first
+attempt is masked too, so only the backtrack and the new attempt are learned. Checkpoints go
+to ``checkpoints/sft_warmstart/`` every ``save_every`` steps and a re-run resumes from the last
+one. The model is saved in Hugging Face format (safetensors) under ``models/warmstart``.
+
+    python -m tasks.sft_warmstart            # what dvc.yaml runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import zlib
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+from mrt_core.envs.base import Role, Segment
+from tasks.common import Paths, atomic_path, read_jsonl, setup_process
+from tasks.config import Params, load_params_or_exit
+from tasks.modeling import check_round_trip, encode_segments, load_policy
+from tasks.tracking import stage_run
+
+
+class WarmstartDataError(ValueError):
+    """The warm-start data is missing or too small to train on."""
+
+
+def encode_row(tokenizer, row: dict, loss_on: str) -> tuple[list[int], list[int]]:
+    """Token ids and the completion mask (1 = in the loss) of one synthesized trace."""
+    segments = [Segment(text, Role(role)) for text, role in row["segments"]]
+    ids, mask = encode_segments(tokenizer, segments)
+    if loss_on == "suffix":  # only what follows the failed first attempt
+        offsets = tokenizer("".join(s.text for s in segments), add_special_tokens=False,
+                            return_offsets_mapping=True)["offset_mapping"]
+        mask = [m and start >= row["suffix_start"] for m, (start, _) in zip(mask, offsets)]
+    return ids, [int(m) for m in mask]
+
+
+def is_val(problem_id: str, fraction: float) -> bool:
+    """A stable split by problem id (the same rows are held out on every run)."""
+    return zlib.crc32(problem_id.encode()) % 10_000 < fraction * 10_000
+
+
+def build_datasets(rows: list[dict], tokenizer, params: Params) -> tuple[Dataset, Dataset | None]:
+    cfg = params.sft_warmstart
+    if len(rows) < cfg.min_rows:
+        raise WarmstartDataError(f"{len(rows)} warm-start traces, fewer than sft_warmstart.min_rows={cfg.min_rows}: "
+                                 "check data/backtracks/meta.json for the reject counts")
+    split = {"train": {"input_ids": [], "completion_mask": []}, "val": {"input_ids": [], "completion_mask": []}}
+    for row in rows:
+        ids, mask = encode_row(tokenizer, row, cfg.loss_on)
+        part = split["val" if is_val(row["problem_id"], cfg.val_fraction) else "train"]
+        part["input_ids"].append(ids)
+        part["completion_mask"].append(mask)
+    if not split["train"]["input_ids"]:
+        raise WarmstartDataError("every warm-start trace fell in the validation split: "
+                                 "lower sft_warmstart.val_fraction")
+    val = Dataset.from_dict(split["val"]) if split["val"]["input_ids"] else None
+    return Dataset.from_dict(split["train"]), val
+
+
+class LossLogger(TrainerCallback):
+    """Forwards the Trainer's train/validation losses to a ``log(metrics, step)`` function."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.log and logs:
+            picked = {k: float(v) for k, v in logs.items() if k in ("loss", "eval_loss", "learning_rate")}
+            if picked:
+                self.log({("train_loss" if k == "loss" else k): v for k, v in picked.items()}, state.global_step)
+
+
+def sft_args(params: Params, output_dir: str, has_val: bool) -> SFTConfig:
+    cfg = params.sft_warmstart
+    return SFTConfig(
+        output_dir=output_dir, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.lr, lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, logging_steps=cfg.eval_every,
+        eval_strategy="steps" if has_val else "no", eval_steps=cfg.eval_every, save_strategy="steps",
+        save_steps=cfg.save_every, save_total_limit=1, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
+        completion_only_loss=True, max_length=params.train_base.model.max_seq_len, bf16=False, fp16=False,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=False,
+    )
+
+
+def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
+    """Fine-tune ``models/base`` on ``data/backtracks`` into ``models/warmstart``."""
+    _, tokenizer = load_policy(paths.base_model)
+    check_round_trip(tokenizer, params.env.spec().alphabet())
+    rows = read_jsonl(paths.backtracks / "traces.jsonl")
+    train, val = build_datasets(rows, tokenizer, params)
+    ckpt_dir = paths.checkpoints / "sft_warmstart"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    resume = get_last_checkpoint(str(ckpt_dir))
+    model = AutoModelForCausalLM.from_pretrained(paths.base_model, dtype=torch.float32)
+    trainer = SFTTrainer(model=model, args=sft_args(params, str(ckpt_dir), val is not None), train_dataset=train,
+                         eval_dataset=val, processing_class=tokenizer, callbacks=[LossLogger(log)])
+    result = trainer.train(resume_from_checkpoint=resume)
+    final_eval = trainer.evaluate() if val is not None else {}
+    with atomic_path(paths.warmstart_model) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return {"n_train": len(train), "n_val": len(val) if val is not None else 0, "train_loss": result.training_loss,
+            "val_loss": final_eval.get("eval_loss", float("nan")), "resumed": resume is not None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params_or_exit(args.params)
+    setup_process(params.runtime.torch_threads, params.sft_warmstart.seed)
+    paths = Paths()
+    with stage_run("sft_warmstart", params.runtime.tracking_uri, params.runtime.experiment,
+                   {"sft_warmstart": params.sft_warmstart.model_dump()}) as mlflow:
+        try:
+            summary = run_sft_warmstart(params, paths, log=lambda m, step: mlflow.log_metrics(m, step=step))
+        except WarmstartDataError as exc:
+            print(f"sft_warmstart: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
+    print(f"sft_warmstart: {summary}")
+
+
+if __name__ == "__main__":
+    main()
