@@ -56,6 +56,10 @@ class Paths:
         return self.root / "data" / "backtracks"
 
     @property
+    def star(self) -> Path:
+        return self.root / "data" / "star"
+
+    @property
     def warmstart_model(self) -> Path:
         return self.root / "models" / "warmstart"
 

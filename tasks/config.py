@@ -153,7 +153,11 @@ class SynthesizeBacktracksConfig(Section):
     variant: Literal["restart", "backtrack_shared_prefix", "backtrack_no_repeat"] = Field(
         "backtrack_shared_prefix", description="restart | backtrack_shared_prefix | backtrack_no_repeat")
     n_problems: int = Field(384, ge=1, description="training problems to try (first ones of the split)")
-    n_resamples: int = Field(16, ge=1, description="K: resamples per step prefix")
+    estimator: Literal["exact", "sampled"] = Field(
+        "exact", description="success per step prefix: exact (teacher-forced) or sampled (K resamples)")
+    n_resamples: int = Field(16, ge=1, description="K: resamples per step prefix (sampled estimator)")
+    search_budget: int = Field(36, ge=1, description="generated tokens the base search may use to fail")
+    searches_per_problem: int = Field(4, ge=1, description="independent base searches per problem")
     temperature: float = Field(1.0, gt=0)
     batch_size: int = Field(256, ge=1)
     max_malformed_share: float = Field(0.2, ge=0, le=1, description="fail the stage above this share")
@@ -165,7 +169,7 @@ class SftWarmstartConfig(Section):
     seed: int = 0
     loss_on: Literal["response", "suffix"] = Field(
         "response", description="response: every generated token; suffix: only after the failed first attempt")
-    max_steps: int = Field(150, ge=1)
+    max_steps: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-4, gt=0)
     warmup_steps: int = Field(10, ge=0)
@@ -174,6 +178,22 @@ class SftWarmstartConfig(Section):
     eval_every: int = Field(25, ge=1, description="logging and validation period (steps)")
     save_every: int = Field(50, ge=1, description="checkpoint period (steps), for resuming")
     min_rows: int = Field(8, ge=1, description="fail when fewer warm-start traces exist")
+    replay_share: float = Field(0.5, ge=0, lt=1, description="share of base data-policy traces mixed in")
+
+
+class BuildStarDataConfig(Section):
+    """MRT-STaR data: correct traces whose episodes make progress under the meta-prover."""
+
+    seed: int = 0
+    model: Literal["base", "warmstart"] = Field("warmstart", description="the policy that samples")
+    n_problems: int = Field(384, ge=1)
+    n_samples: int = Field(2, ge=1, description="traces per problem")
+    budget: int = Field(24, ge=1, description="generated-token budget per trace")
+    temperature: float = Field(1.0, gt=0)
+    batch_size: int = Field(256, ge=1)
+    min_total_progress: float = Field(0.5, description="keep traces whose total progress is at least this")
+    max_zero_share: float = Field(0.5, ge=0, le=1, description="... and at most this share of zero-progress episodes")
+    zero_threshold: float = Field(1e-3, ge=0, description="progress at or below this is zero (exact estimator)")
 
 
 class Params(Section):
@@ -186,6 +206,7 @@ class Params(Section):
     train_base: TrainBaseConfig = TrainBaseConfig()
     synthesize_backtracks: SynthesizeBacktracksConfig = SynthesizeBacktracksConfig()
     sft_warmstart: SftWarmstartConfig = SftWarmstartConfig()
+    build_star_data: BuildStarDataConfig = BuildStarDataConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from mrt_core.metrics import accuracy, bootstrap_ci
 from tasks.build_dataset import load_split
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
 from tasks.config import Params, load_params_or_exit
-from tasks.generation import BackendUnavailable, GenerationBackend, make_backend
+from tasks.generation import BackendUnavailable, GenerationBackend, make_backend, require_backend
 from tasks.generation.rollouts import Rollout, RolloutEngine
 from tasks.modeling import check_round_trip
 from tasks.tracking import stage_run
@@ -35,26 +36,36 @@ ROLE_CHAR = {"prompt": "p", "gen": "g", "env": "e", "forced": "f"}
 MODEL_PATHS = {"base": "base_model", "warmstart": "warmstart_model"}
 
 
+def failures(env: CodeSearchEnv, r: Rollout, id_text: dict) -> list[tuple[int, bool]]:
+    """(step the attempt failed at, whether the policy backtracked next) for every failed
+    attempt of a rollout that something followed."""
+    spec = env.spec
+    failed_obs = {spec.obs_higher + spec.obs_attempt_end, spec.obs_lower + spec.obs_attempt_end}
+    state = env.initial_state(r.problem)
+    actions = r.generated_texts(id_text, r.start_len)
+    out = []
+    for i, a in enumerate(actions[:-1]):
+        result = env.step(state, a)
+        state = result.state
+        if result.observation in failed_obs:  # a guess was wrong: the attempt failed
+            out.append((state.last_fail_step, actions[i + 1] == spec.backtrack_text))
+    return out
+
+
 def first_failure_backtracked(env: CodeSearchEnv, r: Rollout, id_text: dict) -> bool | None:
     """Did the policy backtrack right after its first failed attempt? None when the first
     attempt did not fail or nothing followed it."""
-    state = env.initial_state(r.problem)
-    actions = r.generated_texts(id_text, r.start_len)
-    for i, a in enumerate(actions[:-1]):
-        state = env.step(state, a).state
-        if state.solved:
-            return None
-        if state.digit == 0 and not state.pending_backtrack:  # the first attempt just failed
-            return actions[i + 1] == env.spec.backtrack_text
-    return None
+    events = failures(env, r, id_text)
+    return events[0][1] if events else None
 
 
-def model_row(rolls: list[Rollout], n_samples: int, n_boot: int, seed: int, backtracked: list) -> dict:
+def model_row(rolls: list[Rollout], n_samples: int, n_boot: int, seed: int, events: list) -> dict:
     """Accuracy with a bootstrap CI over problems, and how the budget was spent."""
     correct = np.array([r.correct for r in rolls], dtype=float).reshape(-1, n_samples)
     lo, hi = bootstrap_ci(correct.mean(axis=1), n_boot, seed)
     steps = sum(r.state.steps for r in rolls)
-    failed_first = [b for b in backtracked if b is not None]
+    failed_first = [ev[0][1] for ev in events if ev]
+    deep = [b for ev in events for step, b in ev if step >= 1]  # failures with a confirmed step to keep
     return {
         "accuracy": accuracy(correct),
         "ci_low": lo,
@@ -68,6 +79,8 @@ def model_row(rolls: list[Rollout], n_samples: int, n_boot: int, seed: int, back
         "backtracks_per_rollout": float(np.mean([r.state.backtracks for r in rolls])),
         "backtrack_after_failed_first": float(np.mean(failed_first)) if failed_first else float("nan"),
         "n_failed_first": len(failed_first),
+        "backtrack_after_deep_failure": float(np.mean(deep)) if deep else float("nan"),
+        "n_deep_failures": len(deep),
     }
 
 
@@ -102,6 +115,9 @@ def rollout_record(r: Rollout, budget: int, tokenizer) -> dict:
 
 def build_backend(params: Params, model_path) -> GenerationBackend:
     """The configured generation backend for ``model_path``; raises ``BackendUnavailable``."""
+    require_backend(params.generation.backend)  # a missing vLLM is reported before a missing model
+    if isinstance(model_path, Path) and not (model_path / "config.json").exists():
+        raise FileNotFoundError(f"{model_path} holds no model: run the stage that writes it first (dvc repro)")
     gen = params.generation
     backend = make_backend(gen.backend, str(model_path), gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
                            dtype=gen.vllm_dtype)
@@ -120,9 +136,9 @@ def evaluate_model(params: Params, paths: Paths, backend: GenerationBackend, pro
         # the same seed for every model: paired comparisons over the same problems and draws
         rolls = engine.run(problems, cfg.n_samples, budget, derive_seed(cfg.seed, "eval", budget),
                            cfg.batch_size, cfg.budget_forcing, desc=f"evaluate {name} B={budget}")
-        backtracked = [first_failure_backtracked(env, r, engine.id_text) for r in rolls]
+        events = [failures(env, r, engine.id_text) for r in rolls]
         rows[budget] = model_row(rolls, cfg.n_samples, cfg.n_bootstrap, derive_seed(cfg.seed, "boot", budget),
-                                 backtracked)
+                                 events)
         records += [rollout_record(r, budget, backend.tokenizer) for r in rolls]
         if log:
             log({f"{name}.accuracy": rows[budget]["accuracy"], f"{name}.wasted_share": rows[budget]["wasted_share"]},
@@ -220,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
             row = results[name][b]
             print(f"{name:9s} B={b:3d} acc={row['accuracy']:.3f} [{row['ci_low']:.3f},{row['ci_high']:.3f}] "
                   f"wasted={row['wasted_share']:.2f} backtrack|failed-first={row['backtrack_after_failed_first']:.2f} "
+                  f"backtrack|deep-failure={row['backtrack_after_deep_failure']:.2f} "
                   f"bisection={results['bisection'][b]['accuracy']:.3f}")
 
 

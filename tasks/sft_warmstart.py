@@ -13,6 +13,7 @@ one. The model is saved in Hugging Face format (safetensors) under ``models/warm
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
 import sys
 import zlib
@@ -23,11 +24,14 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
-from mrt_core.envs.base import Role, Segment
-from tasks.common import Paths, atomic_path, read_jsonl, setup_process
+from mrt_core.envs.base import Problem, Role, Segment
+from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
+from tasks.build_dataset import load_split
+from tasks.common import Paths, atomic_path, derive_seed, read_jsonl, setup_process
 from tasks.config import Params, load_params_or_exit
 from tasks.modeling import check_round_trip, encode_segments, load_policy
 from tasks.tracking import stage_run
+from tasks.train_base import problems_of
 
 
 class WarmstartDataError(ValueError):
@@ -50,13 +54,31 @@ def is_val(problem_id: str, fraction: float) -> bool:
     return zlib.crc32(problem_id.encode()) % 10_000 < fraction * 10_000
 
 
-def build_datasets(rows: list[dict], tokenizer, params: Params) -> tuple[Dataset, Dataset | None]:
+def replay_rows(params: Params, problems: list[Problem], n: int) -> list[dict]:
+    """``n`` traces of the base data policy (what the base model was trained on), mixed into the
+    warm-start data so that fine-tuning on backtracks does not erase the rest of the policy."""
+    env = CodeSearchEnv(params.env.spec())
+    cfg = params.train_base
+    guess = base_guess_fn(env.spec.n_values, cfg.p_informed)
+    trace_cfg = TraceConfig(p_give_up=cfg.p_give_up, p_cut=cfg.p_cut, max_steps=cfg.max_steps)
+    rng = random.Random(derive_seed(params.sft_warmstart.seed, "replay"))
+    rows = []
+    for _ in range(n):
+        problem = rng.choice(problems)
+        segments = synthesize_trace(env, problem, guess, trace_cfg, rng)
+        rows.append({"problem_id": problem.id, "segments": [[s.text, s.role.value] for s in segments],
+                     "suffix_start": 0})
+    return rows
+
+
+def build_datasets(rows: list[dict], tokenizer, params: Params,
+                   replay: list[dict] = ()) -> tuple[Dataset, Dataset | None]:
     cfg = params.sft_warmstart
     if len(rows) < cfg.min_rows:
         raise WarmstartDataError(f"{len(rows)} warm-start traces, fewer than sft_warmstart.min_rows={cfg.min_rows}: "
                                  "check data/backtracks/meta.json for the reject counts")
     split = {"train": {"input_ids": [], "completion_mask": []}, "val": {"input_ids": [], "completion_mask": []}}
-    for row in rows:
+    for row in list(rows) + list(replay):
         ids, mask = encode_row(tokenizer, row, cfg.loss_on)
         part = split["val" if is_val(row["problem_id"], cfg.val_fraction) else "train"]
         part["input_ids"].append(ids)
@@ -99,7 +121,10 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
     _, tokenizer = load_policy(paths.base_model)
     check_round_trip(tokenizer, params.env.spec().alphabet())
     rows = read_jsonl(paths.backtracks / "traces.jsonl")
-    train, val = build_datasets(rows, tokenizer, params)
+    share = params.sft_warmstart.replay_share
+    n_replay = round(len(rows) * share / (1 - share))
+    replay = replay_rows(params, problems_of(load_split(paths, "train")), n_replay) if n_replay else []
+    train, val = build_datasets(rows, tokenizer, params, replay)
     ckpt_dir = paths.checkpoints / "sft_warmstart"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     resume = get_last_checkpoint(str(ckpt_dir))
@@ -112,7 +137,8 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return {"n_train": len(train), "n_val": len(val) if val is not None else 0, "train_loss": result.training_loss,
+    return {"n_train": len(train), "n_val": len(val) if val is not None else 0, "n_replay": len(replay),
+            "train_loss": result.training_loss,
             "val_loss": final_eval.get("eval_loss", float("nan")), "resumed": resume is not None}
 
 

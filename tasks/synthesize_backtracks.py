@@ -1,8 +1,10 @@
 """Stage ``synthesize_backtracks``: warm-start traces with an explicit backtrack (MRT-B).
 
-For each training problem the base model writes a first attempt. For a failed one, the success
-of resampling the attempt from each of its step prefixes is estimated (K samples each); the
-best step is chosen (METHOD.md (18)) and the trace is written as: the failed attempt, a
+For each training problem the base model searches until its first attempt that fails *after*
+confirming at least one step (an attempt failing at its first step has nothing to return to):
+that attempt is z_0, the attempts before it are kept as they are. The success of resampling z_0
+from each of its step prefixes is estimated (K samples each), the best step is chosen
+(METHOD.md (18)) and the trace is written as: the search so far, the failed attempt, a
 backtrack naming that step, a successful new attempt from the shared prefix, the answer.
 Every trace is replayed through the environment, so its feedback is exactly the environment's.
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,9 +35,11 @@ from tasks.generation.rollouts import RolloutEngine, Start
 from tasks.tracking import stage_run
 from tasks.train_base import problems_of
 
+SEARCH_REJECTS = ("malformed_search", "no_failure_after_a_step")
+
 
 class SynthesisError(RuntimeError):
-    """Too many malformed first attempts: dropping them would silently bias the data."""
+    """Too many malformed base searches: dropping them would silently bias the data."""
 
 
 def attempt_over(state) -> bool:
@@ -55,12 +60,14 @@ def replay(env: CodeSearchEnv, problem: Problem, actions) -> tuple[list[Segment]
 
 @dataclass
 class Candidate:
-    """A failed first attempt and what resampling from each of its step prefixes gave."""
+    """A failed attempt z_0 (after the ``earlier`` actions) and what resampling it from each of
+    its step prefixes gave."""
 
     problem: Problem
     first: list[str]
     success: list[float] = field(default_factory=list)  # j = 0..fail step
     continuations: list[list[str] | None] = field(default_factory=list)
+    earlier: list[str] = field(default_factory=list)
 
 
 def model_hash(path: Path) -> str:
@@ -79,20 +86,27 @@ def prefix_start(engine: RolloutEngine, problem: Problem, actions: list[str], k:
     return Start(problem, k, tuple(ids), tuple(roles), state)
 
 
-def classify_first_attempts(engine, problems, params: Params, seed: int) -> tuple[list[tuple], Counter]:
-    """One attempt per problem; returns the failed ones (problem, actions) and reject counts."""
+def failed_after_a_step(state) -> bool:
+    """The attempt just failed at a step > 0 (there is a confirmed step to go back to)."""
+    return state.digit == 0 and not state.pending_backtrack and state.last_fail_step >= 1 and not state.solved
+
+
+def search_until_deep_failure(engine, problems, params: Params, seed: int) -> tuple[list[tuple], Counter]:
+    """Base rollouts until the first attempt that fails after a confirmed step, the solve, or
+    the budget. Returns (problem, earlier actions, failed attempt's actions) and reject counts."""
     cfg = params.synthesize_backtracks
-    rolls = engine.run(problems, 1, params.env.n_digits + 1, seed, cfg.batch_size, stop_when=attempt_over,
-                       desc="first attempts")
+    rolls = engine.run(problems, cfg.searches_per_problem, cfg.search_budget, seed, cfg.batch_size,
+                       stop_when=lambda s: s.solved or failed_after_a_step(s), desc="search to a failed attempt")
     failed, rejects = [], Counter()
     for r in rolls:
         actions = r.generated_texts(engine.id_text, r.start_len)
-        if r.stopped_by != "condition" or r.state.wasted or not all(engine.env.is_action(a) for a in actions):
-            rejects["malformed_first_attempt"] += 1  # stopped, gave up or wrote something invalid
-        elif r.state.solved:
-            rejects["first_attempt_solved"] += 1
+        if not all(engine.env.is_action(a) for a in actions) or r.state.backtracks:
+            rejects["malformed_search"] += 1  # gave up early or wrote something that is not a step
+        elif r.state.solved or r.stopped_by != "condition":
+            rejects["no_failure_after_a_step"] += 1  # solved first, or never failed past step 0
         else:
-            failed.append((r.problem, actions))
+            n = r.state.last_fail_step + 1  # the failed attempt: the last n actions (steps 0..fail)
+            failed.append((r.problem, actions[:-n], actions[-n:]))
     return failed, rejects
 
 
@@ -100,18 +114,37 @@ def estimate_prefixes(engine, failed: list[tuple], params: Params, seed: int) ->
     """Resample each failed attempt K times from each step prefix (METHOD.md (18))."""
     k_samples = params.synthesize_backtracks.n_resamples
     starts, index = [], []
-    for c, (problem, first) in enumerate(failed):
+    for c, (problem, earlier, first) in enumerate(failed):
         for j in range(len(first)):  # keep j = 0 .. fail-step steps; step `fail` itself is resampled
-            starts += [prefix_start(engine, problem, first[:j], k) for k in range(k_samples)]
+            starts += [prefix_start(engine, problem, earlier + first[:j], k) for k in range(k_samples)]
             index += [(c, j)] * k_samples
     rolls = engine.run_from(starts, params.env.n_digits, seed, params.synthesize_backtracks.batch_size,
                             stop_when=attempt_over, desc="resample step prefixes")
-    cands = [Candidate(p, first, [0.0] * len(first), [None] * len(first)) for p, first in failed]
+    cands = [Candidate(p, first, [0.0] * len(first), [None] * len(first), earlier) for p, earlier, first in failed]
     for (c, j), r in zip(index, rolls):
         if r.state.solved:
             cands[c].success[j] += 1 / k_samples
             if cands[c].continuations[j] is None:
                 cands[c].continuations[j] = r.generated_texts(engine.id_text, r.start_len)
+    return cands
+
+
+def exact_prefixes(engine, failed: list[tuple], params: Params) -> list[Candidate]:
+    """Exact success of resampling the failed attempt from each step prefix (METHOD.md (18)
+    with the exact estimator (3)). The only attempt from step j that succeeds writes the code's
+    digits j..D-1 (the digits before the failure were confirmed, so z_0[:j] is the code's
+    prefix): ``success_j = prod_{t >= j} p(c_t | search, c_<t)``, all read from one
+    teacher-forced pass over the search followed by the correct attempt."""
+    cands, seqs, gen_positions = [], [], []
+    for problem, earlier, first in failed:
+        code = list(problem.answer)
+        start = prefix_start(engine, problem, earlier + code, 0)
+        seqs.append(start.token_ids)
+        gen_positions.append([i for i, r in enumerate(start.roles) if r == Role.GENERATED][-len(code):])
+        cands.append(Candidate(problem, first, [], [code[j:] for j in range(len(first))], earlier))
+    for cand, logp, positions in zip(cands, engine.backend.token_logprobs(seqs), gen_positions):
+        digit_lp = [logp[p - 1] for p in positions]  # log p(c_t | everything before it)
+        cand.success = [math.exp(sum(digit_lp[j:])) for j in range(len(cand.first))]
     return cands
 
 
@@ -123,15 +156,15 @@ def build_row(env: CodeSearchEnv, cand: Candidate, params: Params, provenance: d
     if cont is None:
         return None, "no_successful_resample"
     plan = plan_trace(variant, cand.first, step, cont, env.spec.backtrack_text, env.spec.symbols)
-    segments, state = replay(env, cand.problem, plan.actions())
+    segments, state = replay(env, cand.problem, cand.earlier + list(plan.actions()))
     if not state.solved:
         return None, "malformed_replay"
     segments += [Segment(env.spec.termination_text, Role.GENERATED), Segment(cand.problem.answer, Role.GENERATED)]
-    first_len = len("".join(s.text for s in replay(env, cand.problem, cand.first)[0]))
+    first_len = len("".join(s.text for s in replay(env, cand.problem, cand.earlier + cand.first)[0]))
     row = {
         "problem_id": cand.problem.id, "prompt": cand.problem.prompt, "variant": variant,
         "text": "".join(s.text for s in segments), "segments": [[s.text, s.role.value] for s in segments],
-        "suffix_start": first_len,  # characters of prompt + first attempt (for loss on the suffix only)
+        "suffix_start": first_len,  # characters through the failed attempt (for loss on the suffix only)
         "fail_step": len(cand.first) - 1, "chosen_step": step, "success_by_step": cand.success,
         **provenance,
     }
@@ -143,13 +176,16 @@ def synthesize(params: Params, paths: Paths, backend) -> tuple[list[dict], dict]
     env = CodeSearchEnv(params.env.spec())
     engine = RolloutEngine(backend, env, cfg.temperature)
     problems = problems_of(load_split(paths, "train"))[: cfg.n_problems]
-    failed, rejects = classify_first_attempts(engine, problems, params, derive_seed(cfg.seed, "first"))
-    malformed = rejects["malformed_first_attempt"] / max(len(problems), 1)
+    failed, rejects = search_until_deep_failure(engine, problems, params, derive_seed(cfg.seed, "search"))
+    malformed = rejects["malformed_search"] / max(len(problems) * cfg.searches_per_problem, 1)
     if malformed > cfg.max_malformed_share:
-        raise SynthesisError(f"{malformed:.0%} of first attempts were malformed (limit "
+        raise SynthesisError(f"{malformed:.0%} of base searches were malformed (limit "
                              f"synthesize_backtracks.max_malformed_share={cfg.max_malformed_share}): is the base "
                              "model trained on this environment's format?")
-    cands = estimate_prefixes(engine, failed, params, derive_seed(cfg.seed, "resample"))
+    if cfg.estimator == "exact":
+        cands = exact_prefixes(engine, failed, params)
+    else:
+        cands = estimate_prefixes(engine, failed, params, derive_seed(cfg.seed, "resample"))
     provenance = {"model_hash": model_hash(paths.base_model), "seed": cfg.seed}
     rows = []
     for cand in cands:
@@ -165,7 +201,8 @@ def synthesis_stats(problems, failed, cands, rows, rejects) -> dict:
     chosen = [r["chosen_step"] for r in rows]
     gains = [success_gain(c.success, choose_backtrack_step(c.success)) for c in cands]
     return {
-        "n_problems": len(problems), "n_failed_first_attempts": len(failed), "n_rows": len(rows),
+        "n_problems": len(problems), "n_searches": len(failed) + sum(rejects[k] for k in SEARCH_REJECTS),
+        "n_failed_attempts": len(failed), "n_rows": len(rows),
         "yield": len(rows) / max(len(failed), 1), "rejects": dict(sorted(rejects.items())),
         "mean_backtrack_step": float(np.mean(chosen)) if chosen else float("nan"),
         "mean_fail_step": float(np.mean([len(c.first) - 1 for c in cands])) if cands else float("nan"),

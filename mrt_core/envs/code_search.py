@@ -108,6 +108,7 @@ class SearchState:
     attempts: int = 0  # attempts started
     backtracks: int = 0  # valid backtracks taken
     pending_backtrack: bool = False  # the backtrack marker was written; the step index comes next
+    last_fail_step: int = -1  # the step at which the latest failed attempt failed
 
     def consistent_count(self) -> int:
         """How many codes are still consistent with the feedback."""
@@ -216,6 +217,7 @@ class CodeSearchEnv:
                 new = replace(state, lo=lo, hi=hi, digit=0, solved=True, **counts)
                 return StepResult(new, s.obs_correct + s.obs_solved, wasted)
             return StepResult(replace(state, lo=lo, hi=hi, digit=i + 1, **counts), s.obs_correct, wasted)
+        counts["last_fail_step"] = i
         if g < c:  # hidden digit is higher: everything up to g is ruled out
             new = replace(state, lo=_set(state.lo, i, max(state.lo[i], g + 1)), digit=0, **counts)
             return StepResult(new, s.obs_higher + s.obs_attempt_end, wasted)

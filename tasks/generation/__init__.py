@@ -5,7 +5,15 @@ Stages pick the backend with ``generation.backend`` in params and only talk to
 budget forcing) are in ``rollouts``; meta-prover probes with shared prefixes in ``prefix_tree``.
 """
 
-from tasks.generation.base import BackendUnavailable, Completion, GenerationBackend, SamplingParams, make_backend
+from tasks.generation.base import (
+    BackendUnavailable,
+    Completion,
+    GenerationBackend,
+    SamplingParams,
+    make_backend,
+    require_backend,
+)
 from tasks.generation.prefix_tree import ProbeJob
 
-__all__ = ["BackendUnavailable", "Completion", "GenerationBackend", "ProbeJob", "SamplingParams", "make_backend"]
+__all__ = ["BackendUnavailable", "Completion", "GenerationBackend", "ProbeJob", "SamplingParams", "make_backend",
+           "require_backend"]

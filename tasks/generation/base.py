@@ -59,6 +59,9 @@ class GenerationBackend(Protocol):
     def next_tokens(self, seqs: Sequence[Sequence[int]], temperature: float, generator: torch.Generator) -> list[int]:
         """One sampled next token per sequence (the step of an interactive rollout)."""
 
+    def token_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Teacher-forced log-probability of every token after the first: len(seq) - 1 each."""
+
     def probe_sampled(self, job: ProbeJob, term_ids: list[int], answer_len: int, k: int, temperature: float,
                       generator: torch.Generator) -> torch.Tensor:
         """K answers of ``answer_len`` tokens after each cut + termination: (n_cuts, k, answer_len)."""
@@ -67,19 +70,24 @@ class GenerationBackend(Protocol):
         """Teacher-forced log-probs of ``answer_ids`` after each cut + termination: (n_cuts, len)."""
 
 
+def require_backend(kind: str) -> None:
+    """Raise ``BackendUnavailable`` when backend ``kind`` cannot run on this machine."""
+    if kind not in ("hf", "vllm"):
+        raise BackendUnavailable(f"unknown generation backend {kind!r}: use 'hf' or 'vllm'")
+    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise BackendUnavailable(VLLM_HINT)
+
+
 def make_backend(kind: str, model_path: str, **options: Any) -> GenerationBackend:
     """The backend named ``kind`` for the model at ``model_path`` (a folder or a hub id).
 
     Fails at once with ``BackendUnavailable`` (before any output is written) when ``vllm`` is
     asked for on a machine without it."""
+    require_backend(kind)
     if kind == "hf":
         from tasks.generation.hf import HFBackend
 
         return HFBackend.from_pretrained(model_path, **options)
-    if kind == "vllm":
-        if importlib.util.find_spec("vllm") is None:
-            raise BackendUnavailable(VLLM_HINT)
-        from tasks.generation.vllm_backend import VLLMBackend
+    from tasks.generation.vllm_backend import VLLMBackend
 
-        return VLLMBackend(model_path, **options)
-    raise BackendUnavailable(f"unknown generation backend {kind!r}: use 'hf' or 'vllm'")
+    return VLLMBackend(model_path, **options)

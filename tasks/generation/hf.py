@@ -100,6 +100,17 @@ class HFBackend:
         logits = self.model(input_ids=ids).logits[torch.arange(len(seqs)), last]
         return _draw(logits, temperature, generator).tolist()
 
+    @torch.no_grad()
+    def token_logprobs(self, seqs: Sequence[Sequence[int]], batch_size: int = 64) -> list[list[float]]:
+        out = []
+        for b in range(0, len(seqs), batch_size):
+            chunk = seqs[b : b + batch_size]
+            ids, _ = _right_padded(chunk, self.tokenizer.pad_token_id)
+            logp = torch.log_softmax(self.model(input_ids=ids).logits.float(), -1)
+            picked = logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+            out += [picked[row, : len(s) - 1].tolist() for row, s in enumerate(chunk)]
+        return out
+
     def probe_sampled(self, job: ProbeJob, term_ids: list[int], answer_len: int, k: int, temperature: float,
                       generator: torch.Generator) -> torch.Tensor:
         return shared_prefix_sample(self.model, job, term_ids, answer_len, k, temperature, generator)

@@ -102,6 +102,10 @@ class VLLMBackend:
         outs = self.sample(seqs, SamplingParams(n=1, temperature=temperature, max_new_tokens=1, seed=seed))
         return [o[0].token_ids[0] if o[0].token_ids else self.tokenizer.eos_token_id for o in outs]
 
+    def token_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]:
+        outs = self._generate(seqs, max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        return [prompt_answer_logprobs(o, list(s[1:])) for o, s in zip(outs, seqs)]
+
     def probe_sampled(self, job: ProbeJob, term_ids: list[int], answer_len: int, k: int, temperature: float,
                       generator: torch.Generator) -> torch.Tensor:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))

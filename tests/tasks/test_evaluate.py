@@ -4,7 +4,7 @@ import json
 
 from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv, CodeSearchSpec
-from tasks.evaluate import first_failure_backtracked, run_evaluate
+from tasks.evaluate import failures, first_failure_backtracked, run_evaluate
 from tasks.generation.rollouts import Rollout
 from tests.conftest import copy_outputs
 
@@ -46,3 +46,5 @@ def test_backtrack_after_the_first_failed_attempt_is_detected():
     assert first_failure_backtracked(env, roll("523^27"), id_text) is True  # fails at "3", then "^"
     assert first_failure_backtracked(env, roll("52357"), id_text) is False  # fails, then restarts
     assert first_failure_backtracked(env, roll("527"), id_text) is None  # first attempt solved
+    # "4" fails at step 0 (then a restart), "5 2 3" fails at step 2 and is followed by "^"
+    assert failures(env, roll("4523^27"), id_text) == [(0, False), (2, True)]

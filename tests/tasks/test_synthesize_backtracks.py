@@ -77,3 +77,24 @@ def test_too_many_malformed_first_attempts_fail_and_write_nothing(trained_smoke,
     with pytest.raises(SynthesisError, match="malformed"):
         run_synthesize_backtracks(strict, other)
     assert not other.backtracks.exists()
+
+
+def test_exact_and_sampled_step_estimates_agree(trained_smoke):
+    # the exact success of resampling from each step prefix (teacher-forced) against 400 samples
+    from tasks.evaluate import build_backend
+    from tasks.generation.rollouts import RolloutEngine
+    from tasks.synthesize_backtracks import estimate_prefixes, exact_prefixes
+
+    params, paths, _ = trained_smoke
+    env = CodeSearchEnv(params.env.spec())
+    engine = RolloutEngine(build_backend(params, paths.base_model), env)
+    problem = Problem("code-21", "Q2:", "21")
+    failed = [(problem, ["3"], ["2", "0"])]  # an earlier attempt "3<", then "2=" and "0>" fails at step 1
+    exact = exact_prefixes(engine, failed, params)[0]
+    assert exact.success[0] <= exact.success[1]  # keeping the confirmed step never hurts here
+    assert exact.continuations == [["2", "1"], ["1"]]
+    many = params.model_copy(update={"synthesize_backtracks": params.synthesize_backtracks.model_copy(
+        update={"n_resamples": 400})})
+    sampled = estimate_prefixes(engine, failed, many, seed=0)[0]
+    for p, q in zip(exact.success, sampled.success):
+        assert abs(p - q) < 4 * (p * (1 - p) / 400) ** 0.5 + 0.01

@@ -30,8 +30,8 @@ class Killed(RuntimeError):
 
 
 def test_resume_after_a_kill_gives_the_same_model(smoke_params, tmp_path):
-    # checkpoint every 4 steps; "kill" at the step-6 validation, then re-run: it resumes at
-    # step 4 and must end with exactly the weights of an uninterrupted run.
+    # checkpoint every 8 steps; "kill" at the step-20 validation, then re-run: it resumes at
+    # step 16 and must end with exactly the weights of an uninterrupted run.
     straight, killed = Paths(tmp_path / "a"), Paths(tmp_path / "b")
     for p in (straight, killed):
         run_build_dataset(smoke_params, p)
@@ -47,7 +47,7 @@ def test_resume_after_a_kill_gives_the_same_model(smoke_params, tmp_path):
     assert (killed.checkpoints / "train_base" / "state.pt").exists()
     assert not killed.base_model.exists()  # nothing half-written
     summary = run_train_base(smoke_params, killed)
-    assert summary["resumed_from"] == 4
+    assert summary["resumed_from"] == 16
     a = AutoModelForCausalLM.from_pretrained(straight.base_model).state_dict()
     b = AutoModelForCausalLM.from_pretrained(killed.base_model).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -64,3 +64,11 @@ def test_vllm_unavailable_fails_at_once_with_the_install_hint():
         make_backend("vllm", "/nonexistent")
     with pytest.raises(BackendUnavailable, match="unknown generation backend"):
         make_backend("tgi", "/nonexistent")
+
+
+def test_token_logprobs_match_a_plain_forward(backend):
+    seqs = [[5, 6, 7, 8], [9, 10]]
+    out = backend.token_logprobs(seqs)
+    for s, lps in zip(seqs, out):
+        logp = torch.log_softmax(backend.model(input_ids=torch.tensor([s])).logits[0].float(), -1)
+        assert lps == pytest.approx([logp[i, s[i + 1]].item() for i in range(len(s) - 1)], abs=1e-5)

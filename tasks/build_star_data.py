@@ -1,0 +1,124 @@
+"""Stage ``build_star_data``: MRT-STaR data, correct traces whose episodes make progress.
+
+The policy (the warm-start model by default) samples traces on the training problems; each is
+split into episodes (the environment's attempts), the meta-prover's ``J(mu | c_j)`` is read after
+every episode with shared-prefix probes (exact estimator, METHOD.md (3)), progress is
+METHOD.md (4), and a trace is kept when it is correct and makes progress (the MRT-STaR filter,
+METHOD.md after (13)). Rows carry provenance; rejects are counted by reason.
+
+    python -m tasks.build_star_data          # what dvc.yaml runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import Counter
+
+import numpy as np
+
+from mrt_core.advantages import star_filter
+from mrt_core.envs.code_search import CodeSearchEnv
+from mrt_core.episodes import build_episodes, segment_attempts
+from mrt_core.regret import progress, zero_progress_share
+from tasks.build_dataset import load_split
+from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
+from tasks.config import Params, load_params_or_exit
+from tasks.evaluate import MODEL_PATHS, build_backend
+from tasks.generation import BackendUnavailable, ProbeJob
+from tasks.generation.rollouts import Rollout, RolloutEngine
+from tasks.synthesize_backtracks import model_hash
+from tasks.tracking import stage_run
+from tasks.train_base import problems_of
+
+
+def episode_j(engine: RolloutEngine, r: Rollout) -> tuple[list, list[float]]:
+    """Episodes of a rollout's search (its attempts) and ``J(mu | c_j)`` for j = 0..k."""
+    spec = engine.env.spec
+    end = r.answer_start - len(engine.term_ids)  # the search, before the termination text
+    tokens = r.token_ids[r.start_len:end]
+    pieces = [engine.id_text[t] for t in tokens]
+    text = "".join(pieces)
+    offsets, pos = [], 0
+    for piece in pieces:
+        offsets.append((pos, pos + len(piece)))
+        pos += len(piece)
+    episodes = build_episodes(text, offsets, segment_attempts(text, (spec.obs_attempt_end, spec.obs_solved)))
+    cuts = (r.start_len,) + tuple(r.start_len + e.tok_end for e in episodes if e.tok_end > 0)
+    job = ProbeJob(tuple(r.token_ids[:end]), tuple(sorted(set(cuts))))
+    logp = engine.backend.probe_logprobs(job, engine.term_ids, engine.encode(r.problem.answer))
+    return list(episodes), [math.exp(float(row.sum())) for row in logp]
+
+
+def run_build_star_data(params: Params, paths: Paths, backend=None) -> dict:
+    cfg = params.build_star_data
+    env = CodeSearchEnv(params.env.spec())
+    model_path = getattr(paths, MODEL_PATHS[cfg.model])
+    backend = backend or build_backend(params, model_path)
+    engine = RolloutEngine(backend, env, cfg.temperature)
+    problems = problems_of(load_split(paths, "train"))[: cfg.n_problems]
+    rolls = engine.run(problems, cfg.n_samples, cfg.budget, derive_seed(cfg.seed, "star"), cfg.batch_size,
+                       desc="star samples")
+    rows, rejects, all_progress = [], Counter(), []
+    for r in rolls:
+        episodes, j_values = episode_j(engine, r)
+        prog = progress(np.array(j_values)).tolist()
+        all_progress += prog
+        keep = star_filter([float(r.correct)], [prog], cfg.min_total_progress, cfg.max_zero_share, cfg.zero_threshold)
+        if keep[0]:
+            rows.append(star_row(engine, r, episodes, j_values, prog, cfg.seed, model_hash(model_path)))
+        else:
+            rejects["incorrect" if not r.correct else "not_progressing"] += 1
+    stats = {
+        "n_rollouts": len(rolls), "n_correct": sum(r.correct for r in rolls), "n_rows": len(rows),
+        "yield": len(rows) / max(len(rolls), 1), "rejects": dict(sorted(rejects.items())),
+        "mean_progress": float(np.mean(all_progress)) if all_progress else float("nan"),
+        "zero_progress_share": zero_progress_share(np.array(all_progress), cfg.zero_threshold),
+    }
+    with atomic_path(paths.star) as tmp:
+        tmp.mkdir()
+        (tmp / "traces.jsonl").write_text(jsonl_text(rows))
+        write_json_atomic(tmp / "meta.json", stats)
+    return stats
+
+
+def star_row(engine, r: Rollout, episodes, j_values, prog, seed: int, hash_: str) -> dict:
+    segments, last = [], None
+    for t, role in zip(r.token_ids[r.start_len:], r.roles[r.start_len:]):
+        if role == last:
+            segments[-1][0] += engine.id_text[t]
+        else:
+            segments.append([engine.id_text[t], role.value])
+        last = role
+    return {
+        "problem_id": r.problem.id, "prompt": r.problem.prompt, "segments": [[r.problem.prompt, "prompt"]] + segments,
+        "text": r.problem.prompt + "".join(s[0] for s in segments), "suffix_start": 0,
+        "episodes": [[e.char_start, e.char_end] for e in episodes], "j": j_values, "progress": prog,
+        "model_hash": hash_, "seed": seed,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params_or_exit(args.params)
+    setup_process(params.runtime.torch_threads, params.build_star_data.seed)
+    paths = Paths()
+    try:
+        backend = build_backend(params, getattr(paths, MODEL_PATHS[params.build_star_data.model]))
+    except (BackendUnavailable, FileNotFoundError) as exc:
+        print(f"build_star_data: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    with stage_run("build_star_data", params.runtime.tracking_uri, params.runtime.experiment,
+                   {"build_star_data": params.build_star_data.model_dump()}) as mlflow:
+        stats = run_build_star_data(params, paths, backend)
+        mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
+        mlflow.log_metrics({f"rejects.{k}": float(v) for k, v in stats["rejects"].items()})
+        mlflow.log_artifact(str(paths.star / "meta.json"))
+    print(f"build_star_data: {stats}")
+
+
+if __name__ == "__main__":
+    main()
