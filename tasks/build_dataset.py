@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import random
 
+from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv
 from tasks.common import Paths, atomic_path, jsonl_text, read_jsonl, setup_process, sha256_text, write_json_atomic
 from tasks.config import Params, load_params_or_exit
@@ -82,6 +83,11 @@ def load_split(paths: Paths, split: str) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the build_dataset stage first (dvc repro build_dataset)")
     return read_jsonl(path)
+
+
+def load_problems(paths: Paths, split: str) -> list[Problem]:
+    """The problems of one split, as ``Problem`` objects."""
+    return [Problem(id=r["id"], prompt=r["prompt"], answer=r["answer"]) for r in load_split(paths, split)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,15 +22,13 @@ from mrt_core.advantages import star_filter
 from mrt_core.envs.code_search import CodeSearchEnv
 from mrt_core.episodes import build_episodes, segment_attempts
 from mrt_core.regret import progress, zero_progress_share
-from tasks.build_dataset import load_split
+from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
 from tasks.config import Params, load_params_or_exit
-from tasks.evaluate import MODEL_PATHS, build_backend
-from tasks.generation import BackendUnavailable, ProbeJob
+from tasks.generation import BackendUnavailable, ProbeJob, build_backend
 from tasks.generation.rollouts import Rollout, RolloutEngine
 from tasks.synthesize_backtracks import model_hash
 from tasks.tracking import stage_run
-from tasks.train_base import problems_of
 
 
 def episode_j(engine: RolloutEngine, r: Rollout) -> tuple[list, list[float]]:
@@ -54,10 +52,10 @@ def episode_j(engine: RolloutEngine, r: Rollout) -> tuple[list, list[float]]:
 def run_build_star_data(params: Params, paths: Paths, backend=None) -> dict:
     cfg = params.build_star_data
     env = CodeSearchEnv(params.env.spec())
-    model_path = getattr(paths, MODEL_PATHS[cfg.model])
+    model_path = paths.model(cfg.model)
     backend = backend or build_backend(params, model_path)
     engine = RolloutEngine(backend, env, cfg.temperature)
-    problems = problems_of(load_split(paths, "train"))[: cfg.n_problems]
+    problems = load_problems(paths, "train")[: cfg.n_problems]
     rolls = engine.run(problems, cfg.n_samples, cfg.budget, derive_seed(cfg.seed, "star"), cfg.batch_size,
                        desc="star samples")
     rows, rejects, all_progress = [], Counter(), []
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_process(params.runtime.torch_threads, params.build_star_data.seed)
     paths = Paths()
     try:
-        backend = build_backend(params, getattr(paths, MODEL_PATHS[params.build_star_data.model]))
+        backend = build_backend(params, paths.model(params.build_star_data.model))
     except (BackendUnavailable, FileNotFoundError) as exc:
         print(f"build_star_data: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -63,6 +63,13 @@ class Paths:
     def warmstart_model(self) -> Path:
         return self.root / "models" / "warmstart"
 
+    def model(self, name: str) -> Path:
+        """The folder of a pipeline model by name ("base", "warmstart")."""
+        folders = {"base": self.base_model, "warmstart": self.warmstart_model}
+        if name not in folders:
+            raise ValueError(f"unknown model {name!r}: one of {sorted(folders)}")
+        return folders[name]
+
     @property
     def eval_dir(self) -> Path:
         return self.root / "data" / "eval"

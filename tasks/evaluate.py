@@ -15,25 +15,22 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from mrt_core.envs.code_search import CodeSearchEnv, base_guess_fn, bisection_guess, play
 from mrt_core.metrics import accuracy, bootstrap_ci
-from tasks.build_dataset import load_split
+from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
 from tasks.config import Params, load_params_or_exit
-from tasks.generation import BackendUnavailable, GenerationBackend, make_backend, require_backend
+from tasks.generation import BackendUnavailable, GenerationBackend, build_backend
 from tasks.generation.rollouts import Rollout, RolloutEngine
-from tasks.modeling import check_round_trip
 from tasks.tracking import stage_run
-from tasks.train_base import problems_of
 
 ROLE_CHAR = {"prompt": "p", "gen": "g", "env": "e", "forced": "f"}
 
 
-MODEL_PATHS = {"base": "base_model", "warmstart": "warmstart_model"}
+REFERENCES = ("bisection", "data_policy")
 
 
 def failures(env: CodeSearchEnv, r: Rollout, id_text: dict) -> list[tuple[int, bool]]:
@@ -113,18 +110,6 @@ def rollout_record(r: Rollout, budget: int, tokenizer) -> dict:
     }
 
 
-def build_backend(params: Params, model_path) -> GenerationBackend:
-    """The configured generation backend for ``model_path``; raises ``BackendUnavailable``."""
-    require_backend(params.generation.backend)  # a missing vLLM is reported before a missing model
-    if isinstance(model_path, Path) and not (model_path / "config.json").exists():
-        raise FileNotFoundError(f"{model_path} holds no model: run the stage that writes it first (dvc repro)")
-    gen = params.generation
-    backend = make_backend(gen.backend, str(model_path), gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
-                           dtype=gen.vllm_dtype)
-    check_round_trip(backend.tokenizer, params.env.spec().alphabet())
-    return backend
-
-
 def evaluate_model(params: Params, paths: Paths, backend: GenerationBackend, problems, log=None,
                    name: str = "base") -> tuple[dict, list[dict]]:
     """Rows per budget and every rollout's record for one model."""
@@ -162,8 +147,8 @@ def reference_rows(params: Params, problems, log=None) -> dict:
 
 def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None = None) -> dict:
     """Evaluate every model in ``evaluate.models`` and the reference policies; write outputs."""
-    problems = problems_of(load_split(paths, "test"))
-    backends = backends or {m: build_backend(params, getattr(paths, MODEL_PATHS[m])) for m in params.evaluate.models}
+    problems = load_problems(paths, "test")
+    backends = backends or {m: build_backend(params, paths.model(m)) for m in params.evaluate.models}
     results, records = {}, {}
     for name, backend in backends.items():
         results[name], records[name] = evaluate_model(params, paths, backend, problems, log, name)
@@ -196,7 +181,7 @@ def plot_accuracy(results: dict, budgets: list[int], out) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in (n for n in results if n in MODEL_PATHS):
+    for name in (n for n in results if n not in REFERENCES):
         rows = [results[name][b] for b in budgets]
         ax.plot(budgets, [r["accuracy"] for r in rows], "o-", label=f"{name} model (95% CI over problems)")
         ax.fill_between(budgets, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.2)
@@ -221,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_process(params.runtime.torch_threads, params.evaluate.seed)
     paths = Paths()
     try:  # before anything is written or logged
-        backends = {m: build_backend(params, getattr(paths, MODEL_PATHS[m])) for m in params.evaluate.models}
+        backends = {m: build_backend(params, paths.model(m)) for m in params.evaluate.models}
     except (BackendUnavailable, FileNotFoundError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -26,12 +26,11 @@ from trl import SFTConfig, SFTTrainer
 
 from mrt_core.envs.base import Problem, Role, Segment
 from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
-from tasks.build_dataset import load_split
+from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, read_jsonl, setup_process
 from tasks.config import Params, load_params_or_exit
 from tasks.modeling import check_round_trip, encode_segments, load_policy
 from tasks.tracking import stage_run
-from tasks.train_base import problems_of
 
 
 class WarmstartDataError(ValueError):
@@ -123,7 +122,7 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
     rows = read_jsonl(paths.backtracks / "traces.jsonl")
     share = params.sft_warmstart.replay_share
     n_replay = round(len(rows) * share / (1 - share))
-    replay = replay_rows(params, problems_of(load_split(paths, "train")), n_replay) if n_replay else []
+    replay = replay_rows(params, load_problems(paths, "train"), n_replay) if n_replay else []
     train, val = build_datasets(rows, tokenizer, params, replay)
     ckpt_dir = paths.checkpoints / "sft_warmstart"
     ckpt_dir.mkdir(parents=True, exist_ok=True)

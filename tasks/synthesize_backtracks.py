@@ -26,14 +26,12 @@ import numpy as np
 from mrt_core.backtrack import choose_backtrack_step, plan_trace, success_gain
 from mrt_core.envs.base import Problem, Role, Segment
 from mrt_core.envs.code_search import CodeSearchEnv
-from tasks.build_dataset import load_split
+from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
 from tasks.config import Params, load_params_or_exit
-from tasks.evaluate import build_backend
-from tasks.generation import BackendUnavailable
+from tasks.generation import BackendUnavailable, build_backend
 from tasks.generation.rollouts import RolloutEngine, Start
 from tasks.tracking import stage_run
-from tasks.train_base import problems_of
 
 SEARCH_REJECTS = ("malformed_search", "no_failure_after_a_step")
 
@@ -175,7 +173,7 @@ def synthesize(params: Params, paths: Paths, backend) -> tuple[list[dict], dict]
     cfg = params.synthesize_backtracks
     env = CodeSearchEnv(params.env.spec())
     engine = RolloutEngine(backend, env, cfg.temperature)
-    problems = problems_of(load_split(paths, "train"))[: cfg.n_problems]
+    problems = load_problems(paths, "train")[: cfg.n_problems]
     failed, rejects = search_until_deep_failure(engine, problems, params, derive_seed(cfg.seed, "search"))
     malformed = rejects["malformed_search"] / max(len(problems) * cfg.searches_per_problem, 1)
     if malformed > cfg.max_malformed_share:

@@ -27,15 +27,11 @@ from transformers import get_cosine_schedule_with_warmup
 
 from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
-from tasks.build_dataset import load_split
+from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, setup_process, sha256_text
 from tasks.config import Params, TrainBaseConfig, load_params_or_exit
 from tasks.modeling import build_char_tokenizer, build_model, collate, encode_segments
 from tasks.tracking import stage_run
-
-
-def problems_of(rows: list[dict]) -> list[Problem]:
-    return [Problem(id=r["id"], prompt=r["prompt"], answer=r["answer"]) for r in rows]
 
 
 class TraceSampler:
@@ -72,8 +68,8 @@ def run_train_base(params: Params, paths: Paths, log=None) -> dict:
     cfg = params.train_base
     env = CodeSearchEnv(params.env.spec())
     tokenizer = build_char_tokenizer(env.spec.alphabet())
-    train = TraceSampler(env, problems_of(load_split(paths, "train")), cfg, tokenizer)
-    val = TraceSampler(env, problems_of(load_split(paths, "val")), cfg, tokenizer)
+    train = TraceSampler(env, load_problems(paths, "train"), cfg, tokenizer)
+    val = TraceSampler(env, load_problems(paths, "val"), cfg, tokenizer)
     val_batches = [val.batch(i, cfg.batch_size, "val") for i in range(math.ceil(cfg.n_val_traces / cfg.batch_size))]
 
     model = build_model(cfg.model, tokenizer, cfg.seed)

@@ -10,10 +10,11 @@ from tasks.generation.base import (
     Completion,
     GenerationBackend,
     SamplingParams,
+    build_backend,
     make_backend,
     require_backend,
 )
 from tasks.generation.prefix_tree import ProbeJob
 
-__all__ = ["BackendUnavailable", "Completion", "GenerationBackend", "ProbeJob", "SamplingParams", "make_backend",
-           "require_backend"]
+__all__ = ["BackendUnavailable", "Completion", "GenerationBackend", "ProbeJob", "SamplingParams", "build_backend",
+           "make_backend", "require_backend"]

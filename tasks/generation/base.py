@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from tasks.generation.prefix_tree import ProbeJob
+from tasks.modeling import check_round_trip
 
 VLLM_HINT = (
     "the 'vllm' generation backend needs vLLM, which is CUDA-only: on a GPU machine run "
@@ -91,3 +93,17 @@ def make_backend(kind: str, model_path: str, **options: Any) -> GenerationBacken
     from tasks.generation.vllm_backend import VLLMBackend
 
     return VLLMBackend(model_path, **options)
+
+
+def build_backend(params, model_path) -> GenerationBackend:
+    """The backend ``params.generation`` configures, for ``model_path`` (a pipeline folder or a
+    hub id), with its tokenizer checked against the environment. Raises ``BackendUnavailable``
+    or ``FileNotFoundError`` before anything is written."""
+    require_backend(params.generation.backend)  # a missing vLLM is reported before a missing model
+    if isinstance(model_path, Path) and not (model_path / "config.json").exists():
+        raise FileNotFoundError(f"{model_path} holds no model: run the stage that writes it first (dvc repro)")
+    gen = params.generation
+    backend = make_backend(gen.backend, str(model_path), gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
+                           dtype=gen.vllm_dtype)
+    check_round_trip(backend.tokenizer, params.env.spec().alphabet())
+    return backend

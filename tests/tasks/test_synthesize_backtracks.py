@@ -81,7 +81,7 @@ def test_too_many_malformed_first_attempts_fail_and_write_nothing(trained_smoke,
 
 def test_exact_and_sampled_step_estimates_agree(trained_smoke):
     # the exact success of resampling from each step prefix (teacher-forced) against 400 samples
-    from tasks.evaluate import build_backend
+    from tasks.generation import build_backend
     from tasks.generation.rollouts import RolloutEngine
     from tasks.synthesize_backtracks import estimate_prefixes, exact_prefixes
 

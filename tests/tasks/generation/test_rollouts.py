@@ -4,10 +4,9 @@ import pytest
 
 from mrt_core.envs.base import Role
 from mrt_core.envs.code_search import CodeSearchEnv
-from tasks.build_dataset import load_split
+from tasks.build_dataset import load_problems
 from tasks.generation import make_backend
 from tasks.generation.rollouts import RolloutEngine
-from tasks.train_base import problems_of
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +16,7 @@ def rollouts(trained_smoke):
     backend = make_backend("hf", str(paths.base_model))
     tok = backend.tokenizer
     engine = RolloutEngine(backend, env, temperature=1.0)
-    problems = problems_of(load_split(paths, "train"))
+    problems = load_problems(paths, "train")
     return env, tok, engine.run(problems, n_samples=3, budget=5, seed=0, batch_size=16)
 
 
@@ -58,7 +57,7 @@ def test_same_seed_same_rollouts(trained_smoke):
     params, paths, _ = trained_smoke
     env = CodeSearchEnv(params.env.spec())
     backend = make_backend("hf", str(paths.base_model))
-    problems = problems_of(load_split(paths, "test"))
+    problems = load_problems(paths, "test")
     a = RolloutEngine(backend, env).run(problems, 2, 6, seed=3, batch_size=8)
     b = RolloutEngine(backend, env).run(problems, 2, 6, seed=3, batch_size=8)
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
@@ -70,7 +69,7 @@ def test_budget_forcing_overrides_early_stops(trained_smoke):
     params, paths, _ = trained_smoke
     env = CodeSearchEnv(params.env.spec())
     backend = make_backend("hf", str(paths.base_model))
-    problems = problems_of(load_split(paths, "train"))
+    problems = load_problems(paths, "train")
     engine = RolloutEngine(backend, env, continuation_text="\n")
     rolls = engine.run(problems, 4, 10, seed=5, batch_size=64, budget_forcing=True)
     assert all(r.budget_tokens == 10 for r in rolls)  # a stop is only honoured at the budget itself
