@@ -37,6 +37,14 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask[None, None]
 
 
+def _tree_forward(model, cache, ids: torch.Tensor, pos: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Logits of a block of tree tokens appended to ``cache`` (which it extends)."""
+    dtype = next(model.parameters()).dtype
+    out = model(input_ids=ids, position_ids=pos, past_key_values=cache, attention_mask=_additive(allowed, dtype),
+                use_cache=True)
+    return out.logits[0]
+
+
 def _encode(model, ids: list[int]):
     out = model(input_ids=torch.tensor([ids]), use_cache=True)
     return out.past_key_values, out.logits[0]
@@ -82,19 +90,16 @@ def shared_prefix_sample(model, job: ProbeJob, term_ids: list[int], answer_len: 
                          temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     """K sampled answers of ``answer_len`` tokens after each cut (temperature 0 = greedy).
     Returns token ids (n_cuts, k, answer_len)."""
-    dtype = next(model.parameters()).dtype
     cache, _ = _encode(model, list(job.token_ids))
     tree = _Tree(list(job.cuts), len(job.token_ids), len(term_ids))
     ids, pos, allowed = tree.term_step(term_ids)
-    logits = model(input_ids=ids, position_ids=pos, past_key_values=cache,
-                   attention_mask=_additive(allowed, dtype), use_cache=True).logits[0]
+    logits = _tree_forward(model, cache, ids, pos, allowed)
     last = logits.reshape(len(job.cuts), len(term_ids), -1)[:, -1]  # (n, V) after each termination
     tokens = _draw(last.repeat_interleave(k, dim=0), temperature, generator)  # (n * k,)
     out = [tokens]
     for step in range(answer_len - 1):
         ids, pos, allowed = tree.branch_step(tokens, k, step)
-        logits = model(input_ids=ids, position_ids=pos, past_key_values=cache,
-                       attention_mask=_additive(allowed, dtype), use_cache=True).logits[0]
+        logits = _tree_forward(model, cache, ids, pos, allowed)
         tokens = _draw(logits, temperature, generator)
         out.append(tokens)
     return torch.stack(out, dim=-1).reshape(len(job.cuts), k, answer_len)
@@ -123,12 +128,10 @@ def naive_sample(model, job: ProbeJob, term_ids: list[int], answer_len: int, k: 
 def shared_prefix_logits(model, job: ProbeJob, forced_ids: list[int]) -> torch.Tensor:
     """Next-token logits at every position of ``forced_ids`` appended after each cut, all cuts
     in one tree over the shared rollout cache. Returns (n_cuts, len(forced_ids), vocab)."""
-    dtype = next(model.parameters()).dtype
     cache, _ = _encode(model, list(job.token_ids))
     tree = _Tree(list(job.cuts), len(job.token_ids), len(forced_ids))
     ids, pos, allowed = tree.term_step(forced_ids)
-    logits = model(input_ids=ids, position_ids=pos, past_key_values=cache,
-                   attention_mask=_additive(allowed, dtype), use_cache=True).logits[0]
+    logits = _tree_forward(model, cache, ids, pos, allowed)
     return logits.reshape(len(job.cuts), len(forced_ids), -1)
 
 
