@@ -179,6 +179,7 @@ class SftWarmstartConfig(Section):
     save_every: int = Field(50, ge=1, description="checkpoint period (steps), for resuming")
     min_rows: int = Field(8, ge=1, description="fail when fewer warm-start traces exist")
     replay_share: float = Field(0.5, ge=0, lt=1, description="share of base data-policy traces mixed in")
+    init_new_tokens: bool = Field(False, description="start never-generated action tokens at the mean action embedding")
 
 
 class BuildStarDataConfig(Section):

@@ -38,13 +38,14 @@ class WarmstartDataError(ValueError):
 
 
 def encode_row(tokenizer, row: dict, loss_on: str) -> tuple[list[int], list[int]]:
-    """Token ids and the completion mask (1 = in the loss) of one synthesized trace."""
+    """Token ids and the completion mask (1 = in the loss) of one synthesized trace: generated
+    tokens only, and with ``loss_on == "suffix"`` only from ``row["suffix_start"]`` on."""
     segments = [Segment(text, Role(role)) for text, role in row["segments"]]
     ids, mask = encode_segments(tokenizer, segments)
-    if loss_on == "suffix":  # only what follows the failed first attempt
-        offsets = tokenizer("".join(s.text for s in segments), add_special_tokens=False,
-                            return_offsets_mapping=True)["offset_mapping"]
-        mask = [m and start >= row["suffix_start"] for m, (start, _) in zip(mask, offsets)]
+    offsets = tokenizer("".join(s.text for s in segments), add_special_tokens=False,
+                        return_offsets_mapping=True)["offset_mapping"]
+    start_at = row["suffix_start"] if loss_on == "suffix" else 0
+    mask = [m and start >= start_at for m, (start, _) in zip(mask, offsets)]
     return ids, [int(m) for m in mask]
 
 
@@ -89,6 +90,32 @@ def build_datasets(rows: list[dict], tokenizer, params: Params,
     return Dataset.from_dict(split["train"]), val
 
 
+def generated_ids(tokenizer, rows: list[dict]) -> set[int]:
+    """Token ids that the rows ask the policy to generate (inside the loss)."""
+    out = set()
+    for row in rows:
+        ids, mask = encode_row(tokenizer, row, "response")
+        out |= {t for t, m in zip(ids, mask) if m}
+    return out
+
+
+@torch.no_grad()
+def init_new_action_tokens(model, tokenizer, rows: list[dict], replay: list[dict]) -> list[int]:
+    """Start tokens that the warm-start rows generate but the base never did (the backtrack
+    marker) at the mean embedding of the tokens the base does generate.
+
+    Why: a token the base never had to produce was pushed down during pre-training along with
+    every other unused token (<unk>, <pad>, feedback symbols); with tied embeddings, raising it
+    from there raises all of them, and the fine-tuned policy starts writing junk actions
+    (docs/LOG.md). From the mean action embedding it is raised alone."""
+    base_ids = generated_ids(tokenizer, replay)
+    new = sorted(generated_ids(tokenizer, rows) - base_ids)
+    if new and base_ids:
+        emb = model.get_input_embeddings().weight
+        emb[new] = emb[sorted(base_ids)].mean(0)
+    return new
+
+
 class LossLogger(TrainerCallback):
     """Forwards the Trainer's train/validation losses to a ``log(metrics, step)`` function."""
 
@@ -128,6 +155,7 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     resume = get_last_checkpoint(str(ckpt_dir))
     model = AutoModelForCausalLM.from_pretrained(paths.base_model, dtype=torch.float32)
+    new_tokens = init_new_action_tokens(model, tokenizer, rows, replay) if params.sft_warmstart.init_new_tokens else []
     trainer = SFTTrainer(model=model, args=sft_args(params, str(ckpt_dir), val is not None), train_dataset=train,
                          eval_dataset=val, processing_class=tokenizer, callbacks=[LossLogger(log)])
     result = trainer.train(resume_from_checkpoint=resume)
@@ -137,6 +165,7 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
         tokenizer.save_pretrained(tmp)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return {"n_train": len(train), "n_val": len(val) if val is not None else 0, "n_replay": len(replay),
+            "n_new_tokens": len(new_tokens),
             "train_loss": result.training_loss,
             "val_loss": final_eval.get("eval_loss", float("nan")), "resumed": resume is not None}
 
