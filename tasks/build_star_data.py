@@ -12,7 +12,6 @@ METHOD.md after (13)). Rows carry provenance; rejects are counted by reason.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections import Counter
 
@@ -20,33 +19,15 @@ import numpy as np
 
 from mrt_core.advantages import star_filter
 from mrt_core.envs.code_search import CodeSearchEnv
-from mrt_core.episodes import build_episodes, segment_attempts
 from mrt_core.regret import progress, zero_progress_share
 from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
 from tasks.config import Params, load_params_or_exit
-from tasks.generation import BackendUnavailable, ProbeJob, build_backend
+from tasks.generation import BackendUnavailable, build_backend
+from tasks.generation.curves import episode_curve
 from tasks.generation.rollouts import Rollout, RolloutEngine
 from tasks.synthesize_backtracks import model_hash
 from tasks.tracking import stage_run
-
-
-def episode_j(engine: RolloutEngine, r: Rollout) -> tuple[list, list[float]]:
-    """Episodes of a rollout's search (its attempts) and ``J(mu | c_j)`` for j = 0..k."""
-    spec = engine.env.spec
-    end = r.answer_start - len(engine.term_ids)  # the search, before the termination text
-    tokens = r.token_ids[r.start_len:end]
-    pieces = [engine.id_text[t] for t in tokens]
-    text = "".join(pieces)
-    offsets, pos = [], 0
-    for piece in pieces:
-        offsets.append((pos, pos + len(piece)))
-        pos += len(piece)
-    episodes = build_episodes(text, offsets, segment_attempts(text, (spec.obs_attempt_end, spec.obs_solved)))
-    cuts = (r.start_len,) + tuple(r.start_len + e.tok_end for e in episodes if e.tok_end > 0)
-    job = ProbeJob(tuple(r.token_ids[:end]), tuple(sorted(set(cuts))))
-    logp = engine.backend.probe_logprobs(job, engine.term_ids, engine.encode(r.problem.answer))
-    return list(episodes), [math.exp(float(row.sum())) for row in logp]
 
 
 def run_build_star_data(params: Params, paths: Paths, backend=None) -> dict:
@@ -60,7 +41,8 @@ def run_build_star_data(params: Params, paths: Paths, backend=None) -> dict:
                        desc="star samples")
     rows, rejects, all_progress = [], Counter(), []
     for r in rolls:
-        episodes, j_values = episode_j(engine, r)
+        curve = episode_curve(engine, r)
+        episodes, j_values = curve.episodes, list(curve.j)
         prog = progress(np.array(j_values)).tolist()
         all_progress += prog
         keep = star_filter([float(r.correct)], [prog], cfg.min_total_progress, cfg.max_zero_share, cfg.zero_threshold)

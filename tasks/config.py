@@ -137,6 +137,9 @@ class EvaluateConfig(Section):
     budget_forcing: bool = Field(False, description="override stops before the budget (continuation_text)")
     n_bootstrap: int = Field(1000, ge=10, description="bootstrap resamples over problems")
     reference_samples: int = Field(16, ge=1, description="simulations per problem for reference policies")
+    vote_samples: int = Field(8, ge=1, description="forced answers per prefix for the votes-vs-episode regret")
+    zero_threshold: float = Field(1e-3, ge=0, description="progress at or below this is zero (exact J)")
+    efficiency_levels: list[float] = Field([0.2, 0.4, 0.6], description="accuracy levels for token efficiency")
 
     @field_validator("budgets")
     @classmethod

@@ -23,6 +23,7 @@ from mrt_core.metrics import accuracy, bootstrap_ci
 from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
 from tasks.config import Params, load_params_or_exit
+from tasks.eval_metrics import curve_rows, efficiency_rows, pass_maj_rows
 from tasks.generation import BackendUnavailable, GenerationBackend, build_backend
 from tasks.generation.rollouts import Rollout, RolloutEngine
 from tasks.tracking import stage_run
@@ -111,12 +112,12 @@ def rollout_record(r: Rollout, budget: int, tokenizer) -> dict:
 
 
 def evaluate_model(params: Params, paths: Paths, backend: GenerationBackend, problems, log=None,
-                   name: str = "base") -> tuple[dict, list[dict]]:
-    """Rows per budget and every rollout's record for one model."""
+                   name: str = "base") -> tuple[dict, list[dict], dict]:
+    """Rows per budget, every rollout's record and the details (curves, pass@k) of one model."""
     cfg = params.evaluate
     env = CodeSearchEnv(params.env.spec())
     engine = RolloutEngine(backend, env, cfg.temperature, params.env.continuation_text)
-    rows, records = {}, []
+    rows, records, details = {}, [], {"pass_maj": {}}
     for budget in cfg.budgets:
         # the same seed for every model: paired comparisons over the same problems and draws
         rolls = engine.run(problems, cfg.n_samples, budget, derive_seed(cfg.seed, "eval", budget),
@@ -125,10 +126,17 @@ def evaluate_model(params: Params, paths: Paths, backend: GenerationBackend, pro
         rows[budget] = model_row(rolls, cfg.n_samples, cfg.n_bootstrap, derive_seed(cfg.seed, "boot", budget),
                                  events)
         records += [rollout_record(r, budget, backend.tokenizer) for r in rolls]
+        details["pass_maj"][budget] = pass_maj_rows(rolls, cfg.n_samples)
+    # meta-prover curves of the longest rollouts give regret at every smaller budget too
+    curves = curve_rows(engine, rolls, cfg.budgets, cfg.n_samples, cfg.n_bootstrap, derive_seed(cfg.seed, "curves"),
+                        cfg.vote_samples, cfg.zero_threshold)
+    for budget in cfg.budgets:
+        rows[budget] |= curves["by_budget"][budget]
         if log:
-            log({f"{name}.accuracy": rows[budget]["accuracy"], f"{name}.wasted_share": rows[budget]["wasted_share"]},
+            log({f"{name}.{k}": rows[budget][k] for k in ("accuracy", "wasted_share", "regret", "regret_votes")},
                 budget)
-    return rows, records
+    details["progress"] = curves["progress"]
+    return rows, records, details
 
 
 def reference_rows(params: Params, problems, log=None) -> dict:
@@ -149,11 +157,13 @@ def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None =
     """Evaluate every model in ``evaluate.models`` and the reference policies; write outputs."""
     problems = load_problems(paths, "test")
     backends = backends or {m: build_backend(params, paths.model(m)) for m in params.evaluate.models}
-    results, records = {}, {}
+    results, records, details = {}, {}, {}
     for name, backend in backends.items():
-        results[name], records[name] = evaluate_model(params, paths, backend, problems, log, name)
+        results[name], records[name], details[name] = evaluate_model(params, paths, backend, problems, log, name)
+    details["token_efficiency"] = efficiency_rows(results, list(backends), params.evaluate.budgets,
+                                                  params.evaluate.efficiency_levels)
     results.update(reference_rows(params, problems, log))
-    write_outputs(paths, results, records, params.evaluate.budgets)
+    write_outputs(paths, results, records, params.evaluate.budgets, details)
     return results
 
 
@@ -161,11 +171,27 @@ def flat_metrics(results: dict) -> dict:
     return {f"{name}.B{b}.{k}": v for name, rows in results.items() for b, row in rows.items() for k, v in row.items()}
 
 
-def write_outputs(paths: Paths, results: dict, records: dict[str, list[dict]], budgets: list[int]) -> None:
+DETAILS_SCHEMA = {
+    "<model>.pass_maj.<budget>": "list of {k, pass_at_k, maj_at_k, total_tokens}",
+    "<model>.progress": "{mean_progress, zero_progress_share, episodes_per_rollout, "
+                        "progress_histogram (20 bins on [-1, 1])}",
+    "token_efficiency": "list of {a, b, level, tokens_a, tokens_b, ratio_b_over_a "
+                        "(null if a model never reaches it), note}",
+}
+
+
+def write_outputs(paths: Paths, results: dict, records: dict[str, list[dict]], budgets: list[int],
+                  details: dict | None = None) -> None:
     by_budget = {name: {f"B{b}": row for b, row in rows.items()} for name, rows in results.items()}
     write_json_atomic(paths.metrics / "evaluate.json", by_budget, sort_keys=False)  # budgets in order
+    write_json_atomic(paths.metrics / "evaluate_details.json", {"schema": DETAILS_SCHEMA, **(details or {})},
+                      sort_keys=False)
     plot_rows = [{"budget": b, **{name: results[name][b]["accuracy"] for name in results}} for b in budgets]
     write_json_atomic(paths.plots / "accuracy_vs_budget.json", plot_rows)
+    models = [n for n in results if n not in REFERENCES]
+    regret_rows = [{"budget": b, **{n: results[n][b]["regret"] for n in models},
+                    **{f"{n}_votes": results[n][b]["regret_votes"] for n in models}} for b in budgets]
+    write_json_atomic(paths.plots / "regret_vs_budget.json", regret_rows)
     with atomic_path(paths.eval_dir) as tmp:
         tmp.mkdir()
         for name, recs in records.items():

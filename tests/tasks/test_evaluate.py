@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv, CodeSearchSpec
 from tasks.evaluate import failures, first_failure_backtracked, run_evaluate
@@ -20,6 +22,22 @@ def test_writes_metrics_plots_and_rollouts(trained_smoke, tmp_path):
     for row in list(metrics["base"].values()) + list(metrics["warmstart"].values()):
         assert 0 <= row["ci_low"] <= row["accuracy"] <= row["ci_high"] <= 1
         assert 0 <= row["wasted_share"] <= 1 and row["generated_tokens"] <= budgets[-1]
+    for model in ("base", "warmstart"):
+        for b in budgets:
+            row = results[model][b]
+            assert 0 <= row["regret_ci_low"] <= row["regret"] <= row["regret_ci_high"] <= 1
+            assert 0 <= row["regret_votes"] <= 1
+    details = json.loads((paths.metrics / "evaluate_details.json").read_text())
+    assert {"schema", "base", "warmstart", "token_efficiency"} <= set(details)
+    for b in budgets:
+        rows = details["base"]["pass_maj"][str(b)]
+        assert [r["k"] for r in rows] == [1, 2]  # n_samples = 2
+        # pass@1 over the same rollouts is the accuracy; pass@k never falls as k grows
+        assert rows[0]["pass_at_k"] == pytest.approx(results["base"][b]["accuracy"])
+        assert rows[1]["pass_at_k"] >= rows[0]["pass_at_k"] and rows[0]["maj_at_k"] == rows[0]["pass_at_k"]
+    assert sum(details["base"]["progress"]["progress_histogram"]) > 0
+    for e in details["token_efficiency"]:
+        assert (e["ratio_b_over_a"] is None) == bool(e["note"])
     plot = json.loads((paths.plots / "accuracy_vs_budget.json").read_text())
     assert [r["budget"] for r in plot] == budgets
     assert (paths.plots / "accuracy_vs_budget.png").read_bytes()[:4] == b"\x89PNG"
