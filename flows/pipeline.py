@@ -21,7 +21,8 @@ from prefect import flow, task
 from tasks.config import load_params_or_exit
 from tasks.tracking import PARENT_RUN_ENV, PIPELINE_RUN_ENV, new_pipeline_run_id, start_parent_run
 
-STAGES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "evaluate")
+STAGES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "evaluate",
+          "report")
 
 
 def _dvc() -> str:

@@ -75,6 +75,10 @@ class Paths:
         return self.root / "data" / "eval"
 
     @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics"
 
@@ -112,6 +116,12 @@ def write_json_atomic(target: Path, obj: Any, sort_keys: bool = True) -> None:
 def jsonl_text(rows: Iterable[dict]) -> str:
     """Canonical JSONL (sorted keys), so equal rows give equal bytes and equal hashes."""
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+
+
+def read_json(path: Path) -> Any:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the stage that writes it first (dvc repro)")
+    return json.loads(path.read_text())
 
 
 def read_jsonl(path: Path) -> list[dict]:
