@@ -4,6 +4,7 @@ this module only gathers what the rollouts hold and asks the meta-prover for the
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -95,6 +96,7 @@ def efficiency_rows(results: dict, models: list[str], budgets: list[int], levels
             acc_a = [results[a][x]["accuracy"] for x in budgets]
             acc_b = [results[b][x]["accuracy"] for x in budgets]
             for e in token_efficiency(budgets, acc_a, budgets, acc_b, levels):
+                note = re.sub(r"\bB\b", b, re.sub(r"\bA\b", a, e.note))  # name the models
                 rows.append({"a": a, "b": b, "level": e.level, "tokens_a": e.tokens_a, "tokens_b": e.tokens_b,
-                             "ratio_b_over_a": e.ratio, "note": e.note})
+                             "ratio_b_over_a": e.ratio, "note": note})
     return rows
