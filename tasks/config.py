@@ -140,6 +140,15 @@ class EvaluateConfig(Section):
     vote_samples: int = Field(8, ge=1, description="forced answers per prefix for the votes-vs-episode regret")
     zero_threshold: float = Field(1e-3, ge=0, description="progress at or below this is zero (exact J)")
     efficiency_levels: list[float] = Field([0.2, 0.4, 0.6], description="accuracy levels for token efficiency")
+    extrapolation_budgets: list[int] = Field([], description="budgets past `budgets`, run with budget forcing")
+
+    @model_validator(mode="after")
+    def _extrapolation_past_budgets(self) -> "EvaluateConfig":
+        x = self.extrapolation_budgets
+        if x and (sorted(set(x)) != x or x[0] <= self.budgets[-1]):
+            raise ValueError(f"extrapolation_budgets {x} must be increasing and above the largest budget "
+                             f"{self.budgets[-1]}")
+        return self
 
     @field_validator("budgets")
     @classmethod
@@ -232,11 +241,12 @@ class Params(Section):
         )
         fixed = len(env.prompt_template) + 2 + len(env.termination_text) + env.n_digits
         ctx = self.train_base.model.max_seq_len
-        need_eval = fixed + per_step * self.evaluate.budgets[-1]
+        longest = max(self.evaluate.budgets + self.evaluate.extrapolation_budgets)
+        need_eval = fixed + per_step * longest
         need_train = fixed + per_step * self.train_base.max_steps
         if need_eval > ctx:
             raise ValueError(
-                f"evaluate.budgets max {self.evaluate.budgets[-1]} needs up to {need_eval} tokens, "
+                f"evaluate budget {longest} needs up to {need_eval} tokens, "
                 f"more than train_base.model.max_seq_len={ctx}: raise max_seq_len or lower the budget"
             )
         if need_train > ctx:

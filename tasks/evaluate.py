@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from mrt_core.envs.base import Role
 from mrt_core.envs.code_search import CodeSearchEnv, base_guess_fn, bisection_guess, play
 from mrt_core.metrics import accuracy, bootstrap_ci
 from tasks.build_dataset import load_problems
@@ -74,6 +75,8 @@ def model_row(rolls: list[Rollout], n_samples: int, n_boot: int, seed: int, even
         "solved_share": float(np.mean([r.state.solved for r in rolls])),
         "stopped_by_policy": float(np.mean([r.stopped_by == "policy" for r in rolls])),
         "generated_tokens": float(np.mean([r.budget_tokens for r in rolls])),
+        "forced_tokens": float(np.mean([r.role_count(Role.FORCED) for r in rolls])),
+        "forced_continuations": float(np.mean([r.forced_continuations for r in rolls])),
         "backtracks_per_rollout": float(np.mean([r.state.backtracks for r in rolls])),
         "backtrack_after_failed_first": float(np.mean(failed_first)) if failed_first else float("nan"),
         "n_failed_first": len(failed_first),
@@ -136,7 +139,24 @@ def evaluate_model(params: Params, paths: Paths, backend: GenerationBackend, pro
             log({f"{name}.{k}": rows[budget][k] for k in ("accuracy", "wasted_share", "regret", "regret_votes")},
                 budget)
     details["progress"] = curves["progress"]
+    details["extrapolation"] = extrapolate(engine, problems, cfg, log, name)
     return rows, records, details
+
+
+def extrapolate(engine: RolloutEngine, problems, cfg, log=None, name: str = "base") -> dict:
+    """Accuracy past the evaluated budgets with budget forcing: an early stop is overridden
+    (``env.continuation_text`` appended, FORCED) until the budget is spent; forced tokens are
+    counted in the rows."""
+    rows = {}
+    for budget in cfg.extrapolation_budgets:
+        rolls = engine.run(problems, cfg.n_samples, budget, derive_seed(cfg.seed, "extrapolate", budget),
+                           cfg.batch_size, budget_forcing=True, desc=f"extrapolate {name} B={budget}")
+        events = [failures(engine.env, r, engine.id_text) for r in rolls]
+        rows[budget] = model_row(rolls, cfg.n_samples, cfg.n_bootstrap, derive_seed(cfg.seed, "boot-x", budget),
+                                 events)
+        if log:
+            log({f"{name}.accuracy_forced": rows[budget]["accuracy"]}, budget)
+    return rows
 
 
 def reference_rows(params: Params, problems, log=None) -> dict:
@@ -173,6 +193,8 @@ def flat_metrics(results: dict) -> dict:
 
 DETAILS_SCHEMA = {
     "<model>.pass_maj.<budget>": "list of {k, pass_at_k, maj_at_k, total_tokens}",
+    "<model>.extrapolation.<budget>": "accuracy row with budget forcing past the evaluated budgets "
+                                      "(forced_tokens, forced_continuations counted)",
     "<model>.progress": "{mean_progress, zero_progress_share, episodes_per_rollout, "
                         "progress_histogram (20 bins on [-1, 1])}",
     "token_efficiency": "list of {a, b, level, tokens_a, tokens_b, ratio_b_over_a "

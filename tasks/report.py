@@ -94,13 +94,15 @@ def headline_rows(metrics: dict, budgets: list[int]) -> list[list[str]]:
     return rows
 
 
-def render_html(figs: dict[str, bytes], table: list[list[str]], efficiency: list[dict], config_hash: str) -> str:
+def render_html(figs: dict[str, bytes], table: list[list[str]], efficiency: list[dict], config_hash: str,
+                extrapolation: list[str] = ()) -> str:
     imgs = "\n".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{name}</figcaption></figure>" for name, png in figs.items())
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table[1:])
     eff = "".join(f"<li>{html.escape(efficiency_line(e))}</li>" for e in efficiency)
+    ext = "".join(f"<li>{html.escape(line)}</li>" for line in extrapolation)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>MRT evaluation report</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
@@ -109,6 +111,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px}}figure{{display:inline-block;margi
 <p>Produced by <code>{html.escape(COMMAND)}</code>; config hash <code>{config_hash}</code>.</p>
 <h2>Headline numbers</h2><table><tr>{head}</tr>{body}</table>
 <h2>Token efficiency</h2><ul>{eff}</ul>
+<h2>Extrapolation</h2><ul>{ext}</ul>
 <h2>Figures</h2>{imgs}
 <script>
 // marks how many figures decoded, so a headless browser can check the page as a reader sees it
@@ -122,6 +125,17 @@ window.addEventListener("load", () => {{
 """
 
 
+def extrapolation_lines(details: dict) -> list[str]:
+    """Accuracy past the evaluated budgets with budget forcing, forced tokens counted."""
+    lines = []
+    for model, d in details.items():
+        for budget, r in (d.get("extrapolation") or {}).items() if isinstance(d, dict) else ():
+            lines.append(f"{model} at {budget} tokens (budget forcing): accuracy {r['accuracy']:.2f} "
+                         f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}], {r['forced_continuations']:.1f} stops overridden "
+                         f"and {r['forced_tokens']:.1f} forced tokens per rollout")
+    return lines
+
+
 def efficiency_line(e: dict) -> str:
     if e["ratio_b_over_a"] is None:
         return f"accuracy {e['level']:.2f}: {e['note']}"
@@ -129,11 +143,13 @@ def efficiency_line(e: dict) -> str:
             f"({e['ratio_b_over_a']:.2f}x)")
 
 
-def render_markdown(table: list[list[str]], efficiency: list[dict], config_hash: str) -> str:
+def render_markdown(table: list[list[str]], efficiency: list[dict], config_hash: str,
+                    extrapolation: list[str] = ()) -> str:
     lines = ["# MRT evaluation report", "", f"Produced by `{COMMAND}`; config hash `{config_hash}`.", "",
              "| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
     lines += ["| " + " | ".join(row) + " |" for row in table[1:]]
     lines += ["", "Token efficiency:", ""] + [f"- {efficiency_line(e)}" for e in efficiency]
+    lines += ["", "Extrapolation:", ""] + [f"- {line}" for line in extrapolation]
     return "\n".join(lines) + "\n"
 
 
@@ -146,8 +162,9 @@ def run_report(params: Params, paths: Paths) -> dict[str, bytes]:
     table = headline_rows(metrics, budgets)
     with atomic_path(paths.reports) as tmp:
         tmp.mkdir()
-        (tmp / "report.html").write_text(render_html(figs, table, details["token_efficiency"], config_hash))
-        (tmp / "report.md").write_text(render_markdown(table, details["token_efficiency"], config_hash))
+        ext = extrapolation_lines(details)
+        (tmp / "report.html").write_text(render_html(figs, table, details["token_efficiency"], config_hash, ext))
+        (tmp / "report.md").write_text(render_markdown(table, details["token_efficiency"], config_hash, ext))
         for name, png in figs.items():
             (tmp / f"{name}.png").write_bytes(png)
     return figs

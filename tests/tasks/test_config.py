@@ -67,8 +67,14 @@ def test_budgets_not_increasing(tmp_path, monkeypatch, capsys):
 
 
 def test_impossible_combination_budget_exceeds_context(tmp_path, monkeypatch, capsys):
-    path = write_params(tmp_path, evaluate={"budgets": [6, 400]})
-    assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "budgets max 400", "max_seq_len=192")
+    path = write_params(tmp_path, evaluate={"budgets": [6, 400], "extrapolation_budgets": []})
+    assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "budget 400 needs", "max_seq_len=192")
+
+
+def test_extrapolation_must_go_past_the_budgets(tmp_path, monkeypatch, capsys):
+    path = write_params(tmp_path, evaluate={"extrapolation_budgets": [30]})
+    assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "extrapolation_budgets [30]",
+                                  "above the largest budget 36")
 
 
 def test_impossible_combination_termination_looks_like_a_guess(tmp_path, monkeypatch, capsys):

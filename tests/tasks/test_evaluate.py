@@ -36,6 +36,10 @@ def test_writes_metrics_plots_and_rollouts(trained_smoke, tmp_path):
         assert rows[0]["pass_at_k"] == pytest.approx(results["base"][b]["accuracy"])
         assert rows[1]["pass_at_k"] >= rows[0]["pass_at_k"] and rows[0]["maj_at_k"] == rows[0]["pass_at_k"]
     assert sum(details["base"]["progress"]["progress_histogram"]) > 0
+    # extrapolation with budget forcing: every rollout spends the whole budget, forced tokens counted
+    x = details["base"]["extrapolation"]["16"]
+    # (the termination text is forced, but its first token is the policy's own when it stops at the budget)
+    assert x["generated_tokens"] == 16 and x["forced_tokens"] >= 1
     for e in details["token_efficiency"]:
         assert (e["ratio_b_over_a"] is None) == bool(e["note"])
     plot = json.loads((paths.plots / "accuracy_vs_budget.json").read_text())

@@ -31,6 +31,7 @@ def test_report_files_and_content(report):
     assert re.search(r"config hash <code>[0-9a-f]{16}</code>", html)
     assert "| model | acc@4 | acc@8 | acc@12 | regret@12 | wasted steps |" in md
     assert all(f"| {m} |" in md for m in ("base", "warmstart", "bisection", "data_policy"))
+    assert "- base at 16 tokens (budget forcing): accuracy" in md
 
 
 def chromium() -> str | None:
