@@ -65,7 +65,7 @@ def curve_rows(engine: RolloutEngine, rolls: list[Rollout], budgets: list[int], 
         "episodes_per_rollout": float(np.mean([len(c.j) - 1 for c in curves])),
         "progress_histogram": np.histogram(np.clip(prog, -1, 1), PROGRESS_BINS)[0].tolist(),
     }
-    return {"by_budget": rows, "progress": summary}
+    return {"by_budget": rows, "progress": summary, "curves": curves}
 
 
 def pass_maj_rows(rolls: list[Rollout], n_samples: int) -> list[dict]:

@@ -133,6 +133,9 @@ def evaluate_model(params: Params, paths: Paths, backend: GenerationBackend, pro
     # meta-prover curves of the longest rollouts give regret at every smaller budget too
     curves = curve_rows(engine, rolls, cfg.budgets, cfg.n_samples, cfg.n_bootstrap, derive_seed(cfg.seed, "curves"),
                         cfg.vote_samples, cfg.zero_threshold)
+    longest = records[-len(rolls):]  # the records of the rollouts the curves were read from
+    for record, curve in zip(longest, curves["curves"]):
+        record["episode_tokens"], record["episode_j"] = list(curve.tokens), list(curve.j)
     for budget in cfg.budgets:
         rows[budget] |= curves["by_budget"][budget]
         if log:

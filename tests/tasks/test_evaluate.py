@@ -48,6 +48,10 @@ def test_writes_metrics_plots_and_rollouts(trained_smoke, tmp_path):
     for model in ("base", "warmstart"):
         lines = (paths.eval_dir / f"rollouts_{model}.jsonl").read_text().splitlines()
         assert len(lines) == len(budgets) * 2 * params.evaluate.n_samples  # 2 test problems
+        last = [json.loads(line) for line in lines if json.loads(line)["budget"] == budgets[-1]]
+        for rec in last:  # the meta-prover curve of every longest rollout: J after each episode
+            assert rec["episode_tokens"][0] == 0 and len(rec["episode_tokens"]) == len(rec["episode_j"])
+            assert rec["episode_tokens"] == sorted(rec["episode_tokens"])
     # bisection on 4 values x 2 digits never wastes a step and solves every code within 12 steps:
     # digit values need at most 3 guesses each (1, then 0 or 2/3 ...), restarts re-enter digit 0
     assert results["bisection"][12]["accuracy"] == 1.0 and results["bisection"][12]["wasted_share"] == 0.0
