@@ -1,11 +1,16 @@
-"""Stage ``evaluate`` (first version): accuracy of every model at several token budgets.
+"""Stage ``evaluate``: every model at several token budgets, with the meta-prover's view.
 
 For each model (``evaluate.models``: base, warmstart) and budget B, ``n_samples`` rollouts per
-test problem; the answer is forced after B generated tokens. Beside the models, two reference
-policies are simulated exactly in the environment with Bayes-optimal forced answers: bisection
-(the known-optimal search without backtracking) and the base data policy the model imitated.
-Writes ``metrics/evaluate.json`` (DVC metrics), ``plots/accuracy_vs_budget.json`` (DVC plot),
-``plots/accuracy_vs_budget.png`` and every rollout to ``data/eval/rollouts_<model>.jsonl``.
+test problem; the answer is forced after B generated tokens. From them: accuracy with a
+bootstrap CI over problems, how the budget was spent, backtracking rates, pass@k / maj@k against
+tokens; from the longest rollouts, the meta-prover's exact J after every episode, hence regret
+curves (oracle and votes-vs-episode comparators) and the progress distribution; then
+extrapolation past the largest budget with budget forcing, and token efficiency between
+models. Two reference policies are simulated exactly with Bayes-optimal forced answers:
+bisection (the known-optimal search without backtracking) and the base data policy.
+Writes ``metrics/evaluate.json`` (DVC metrics), ``metrics/evaluate_details.json`` (schema
+inside), ``plots/*.json`` (DVC plots), ``plots/accuracy_vs_budget.png`` and every rollout to
+``data/eval/rollouts_<model>.jsonl``.
 
     python -m tasks.evaluate                 # what dvc.yaml runs
 """
