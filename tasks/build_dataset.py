@@ -9,13 +9,12 @@ counts and a content hash of the three files (same seed, same hash).
 
 from __future__ import annotations
 
-import argparse
 import random
 
 from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv
 from tasks.common import Paths, atomic_path, jsonl_text, read_jsonl, setup_process, sha256_text, write_json_atomic
-from tasks.config import Params, load_params_or_exit
+from tasks.config import Params, stage_params
 from tasks.tracking import stage_run
 
 SCHEMA_VERSION = 1
@@ -91,10 +90,7 @@ def load_problems(paths: Paths, split: str) -> list[Problem]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params_or_exit(args.params)
+    params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.build_dataset.seed)
     with stage_run("build_dataset", params.runtime.tracking_uri, params.runtime.experiment,
                    {"build_dataset": params.build_dataset.model_dump(), "env": params.env.model_dump()}) as mlflow:

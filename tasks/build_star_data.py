@@ -11,8 +11,6 @@ METHOD.md after (13)). Rows carry provenance; rejects are counted by reason.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 
 import numpy as np
@@ -22,8 +20,8 @@ from mrt_core.envs.code_search import CodeSearchEnv
 from mrt_core.regret import progress, zero_progress_share
 from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
-from tasks.config import Params, load_params_or_exit
-from tasks.generation import BackendUnavailable, build_backend
+from tasks.config import Params, stage_params
+from tasks.generation import build_backend, build_backend_or_exit
 from tasks.generation.curves import episode_curve
 from tasks.generation.rollouts import Rollout, RolloutEngine
 from tasks.synthesize_backtracks import model_hash
@@ -80,17 +78,10 @@ def star_row(engine, r: Rollout, episodes, j_values, prog, seed: int, hash_: str
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params_or_exit(args.params)
+    params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.build_star_data.seed)
     paths = Paths()
-    try:
-        backend = build_backend(params, paths.model(params.build_star_data.model))
-    except (BackendUnavailable, FileNotFoundError) as exc:
-        print(f"build_star_data: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    backend = build_backend_or_exit("build_star_data", params, paths.model(params.build_star_data.model))
     with stage_run("build_star_data", params.runtime.tracking_uri, params.runtime.experiment,
                    {"build_star_data": params.build_star_data.model_dump()}) as mlflow:
         stats = run_build_star_data(params, paths, backend)

@@ -6,6 +6,7 @@ problem naming the key, the bad value and what is allowed (``load_params_or_exit
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -311,6 +312,14 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
+
+
+def stage_params(doc: str, argv: list[str] | None = None) -> Params:
+    """The command line of every stage entry point: ``--params FILE`` (default params.yaml),
+    validated, exit status 2 on a bad file."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="the params file to validate and use")
+    return load_params_or_exit(parser.parse_args(argv).params)
 
 
 def load_params_or_exit(path: str | Path = "params.yaml") -> Params:

@@ -17,9 +17,7 @@ inside), ``plots/*.json`` (DVC plots), ``plots/accuracy_vs_budget.png`` and ever
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
 
 import numpy as np
 
@@ -28,9 +26,9 @@ from mrt_core.envs.code_search import CodeSearchEnv, base_guess_fn, bisection_gu
 from mrt_core.metrics import accuracy, bootstrap_ci
 from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
-from tasks.config import Params, load_params_or_exit
+from tasks.config import Params, stage_params
 from tasks.eval_metrics import curve_rows, efficiency_rows, pass_maj_rows
-from tasks.generation import BackendUnavailable, GenerationBackend, build_backend
+from tasks.generation import GenerationBackend, build_backend, build_backend_or_exit
 from tasks.generation.rollouts import Rollout, RolloutEngine
 from tasks.tracking import stage_run
 
@@ -255,17 +253,10 @@ def plot_accuracy(results: dict, budgets: list[int], out) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params_or_exit(args.params)
+    params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.evaluate.seed)
     paths = Paths()
-    try:  # before anything is written or logged
-        backends = {m: build_backend(params, paths.model(m)) for m in params.evaluate.models}
-    except (BackendUnavailable, FileNotFoundError) as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    backends = {m: build_backend_or_exit("evaluate", params, paths.model(m)) for m in params.evaluate.models}
     with stage_run("evaluate", params.runtime.tracking_uri, params.runtime.experiment,
                    {"evaluate": params.evaluate.model_dump(), "generation": params.generation.model_dump()}) as mlflow:
         results = run_evaluate(params, paths, lambda m, step: mlflow.log_metrics(m, step=step), backends)

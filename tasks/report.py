@@ -9,13 +9,12 @@ hash that produced it.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
 
 from tasks.common import Paths, atomic_path, read_json, setup_process, sha256_text
-from tasks.config import Params, load_params_or_exit
+from tasks.config import Params, stage_params
 from tasks.tracking import stage_run
 
 REFERENCES = ("bisection", "data_policy")
@@ -171,10 +170,7 @@ def run_report(params: Params, paths: Paths) -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params_or_exit(args.params)
+    params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, 0)
     paths = Paths()
     with stage_run("report", params.runtime.tracking_uri, params.runtime.experiment, {}) as mlflow:

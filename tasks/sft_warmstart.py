@@ -12,7 +12,6 @@ one. The model is saved in Hugging Face format (safetensors) under ``models/warm
 
 from __future__ import annotations
 
-import argparse
 import random
 import shutil
 import sys
@@ -28,7 +27,7 @@ from mrt_core.envs.base import Problem, Role, Segment
 from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
 from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, read_jsonl, setup_process
-from tasks.config import Params, load_params_or_exit
+from tasks.config import Params, stage_params
 from tasks.modeling import check_round_trip, encode_segments, load_policy
 from tasks.tracking import stage_run
 
@@ -171,10 +170,7 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params_or_exit(args.params)
+    params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.sft_warmstart.seed)
     paths = Paths()
     with stage_run("sft_warmstart", params.runtime.tracking_uri, params.runtime.experiment,

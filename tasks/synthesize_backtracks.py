@@ -13,7 +13,6 @@ Every trace is replayed through the environment, so its feedback is exactly the 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import sys
@@ -28,8 +27,8 @@ from mrt_core.envs.base import Problem, Role, Segment
 from mrt_core.envs.code_search import CodeSearchEnv
 from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
-from tasks.config import Params, load_params_or_exit
-from tasks.generation import BackendUnavailable, build_backend
+from tasks.config import Params, stage_params
+from tasks.generation import build_backend, build_backend_or_exit
 from tasks.generation.rollouts import RolloutEngine, Start
 from tasks.tracking import stage_run
 
@@ -222,17 +221,10 @@ def run_synthesize_backtracks(params: Params, paths: Paths, backend=None) -> dic
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params_or_exit(args.params)
+    params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.synthesize_backtracks.seed)
     paths = Paths()
-    try:
-        backend = build_backend(params, paths.base_model)
-    except (BackendUnavailable, FileNotFoundError) as exc:
-        print(f"synthesize_backtracks: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    backend = build_backend_or_exit("synthesize_backtracks", params, paths.base_model)
     with stage_run("synthesize_backtracks", params.runtime.tracking_uri, params.runtime.experiment,
                    {"synthesize_backtracks": params.synthesize_backtracks.model_dump()}) as mlflow:
         try:

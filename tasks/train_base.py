@@ -14,7 +14,6 @@ Resumable: every ``checkpoint_every`` steps the full training state is saved und
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -29,7 +28,7 @@ from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
 from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, setup_process, sha256_text
-from tasks.config import Params, TrainBaseConfig, load_params_or_exit
+from tasks.config import Params, TrainBaseConfig, stage_params
 from tasks.modeling import build_char_tokenizer, build_model, collate, encode_segments
 from tasks.tracking import stage_run
 
@@ -137,10 +136,7 @@ def _resume(ckpt_dir, config_hash, model, optimizer, scheduler) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params_or_exit(args.params)
+    params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.train_base.seed)
     paths = Paths()
     with stage_run("train_base", params.runtime.tracking_uri, params.runtime.experiment,

@@ -11,10 +11,12 @@ from tasks.generation.base import (
     GenerationBackend,
     SamplingParams,
     build_backend,
+    build_backend_or_exit,
     make_backend,
     require_backend,
 )
 from tasks.generation.prefix_tree import ProbeJob
 
 __all__ = ["BackendUnavailable", "Completion", "GenerationBackend", "ProbeJob", "SamplingParams", "build_backend",
+           "build_backend_or_exit",
            "make_backend", "require_backend"]

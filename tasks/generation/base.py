@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -93,6 +94,16 @@ def make_backend(kind: str, model_path: str, **options: Any) -> GenerationBacken
     from tasks.generation.vllm_backend import VLLMBackend
 
     return VLLMBackend(model_path, **options)
+
+
+def build_backend_or_exit(stage: str, params, model_path) -> GenerationBackend:
+    """``build_backend`` for a stage entry point: a missing backend or model exits with status
+    2 and the message, before the stage writes or logs anything."""
+    try:
+        return build_backend(params, model_path)
+    except (BackendUnavailable, FileNotFoundError) as exc:
+        print(f"{stage}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def build_backend(params, model_path) -> GenerationBackend:
