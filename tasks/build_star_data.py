@@ -22,7 +22,7 @@ from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
 from tasks.config import Params, stage_params
 from tasks.generation import build_backend, build_backend_or_exit
-from tasks.generation.curves import episode_curve
+from tasks.generation.curves import episode_curves
 from tasks.generation.rollouts import Rollout, RolloutEngine
 from tasks.synthesize_backtracks import model_hash
 from tasks.tracking import stage_run
@@ -38,8 +38,7 @@ def run_build_star_data(params: Params, paths: Paths, backend=None) -> dict:
     rolls = engine.run(problems, cfg.n_samples, cfg.budget, derive_seed(cfg.seed, "star"), cfg.batch_size,
                        desc="star samples")
     rows, rejects, all_progress = [], Counter(), []
-    for r in rolls:
-        curve = episode_curve(engine, r)
+    for r, curve in zip(rolls, episode_curves(engine, rolls)):
         episodes, j_values = curve.episodes, list(curve.j)
         prog = progress(np.array(j_values)).tolist()
         all_progress += prog

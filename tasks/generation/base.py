@@ -19,6 +19,16 @@ VLLM_HINT = (
 )
 
 
+class StepDecoder(Protocol):
+    """Incremental decoding of a batch of interactive rollouts (optional backend capability,
+    ``backend.open_session(seqs)``): ``logits`` (B, V) predict each row's next token; ``append``
+    adds a block of tokens per row (possibly empty) and returns the new logits."""
+
+    logits: torch.Tensor
+
+    def append(self, blocks: Sequence[Sequence[int]]) -> torch.Tensor: ...
+
+
 class BackendUnavailable(RuntimeError):
     """The configured backend cannot run on this machine (message says how to fix it)."""
 
@@ -71,6 +81,11 @@ class GenerationBackend(Protocol):
 
     def probe_logprobs(self, job: ProbeJob, term_ids: list[int], answer_ids: list[int]) -> torch.Tensor:
         """Teacher-forced log-probs of ``answer_ids`` after each cut + termination: (n_cuts, len)."""
+
+    def probe_logprobs_batch(self, jobs: list[ProbeJob], term_ids: list[int],
+                             answers: list[list[int]]) -> list[torch.Tensor]:
+        """``probe_logprobs`` for many rollouts (each with its own answer) in as few passes as the
+        backend can: one (n_cuts_i, len(answers[i])) tensor per job."""
 
 
 def require_backend(kind: str) -> None:

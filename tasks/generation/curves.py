@@ -21,10 +21,17 @@ class EpisodeCurve:
     cut_offsets: tuple[int, ...]  # output tokens before each prefix c_0..c_k (for more probes)
 
 
-def episode_curve(engine, r) -> EpisodeCurve:
-    """Split a rollout's search into attempts and read the meta-prover's exact J after each."""
+def search_end(engine, r) -> int:
+    """Index in ``r.token_ids`` where the search ends: before the termination text when the
+    rollout answered, else its last token (a rollout stopped by a condition, e.g. a prefix)."""
+    return r.answer_start - len(engine.term_ids) if r.answer_start >= 0 else len(r.token_ids)
+
+
+def _episodes_and_cuts(engine, r) -> tuple[tuple[Episode, ...], tuple[int, ...], int]:
+    """The rollout's attempts as episodes, the probe cuts (start, then every episode end) in
+    ``r.token_ids`` and the end of the search."""
     spec = engine.env.spec
-    end = r.answer_start - len(engine.term_ids)  # the search, before the termination text
+    end = search_end(engine, r)
     pieces = [engine.id_text[t] for t in r.token_ids[r.start_len:end]]
     offsets, pos = [], 0
     for piece in pieces:
@@ -34,11 +41,28 @@ def episode_curve(engine, r) -> EpisodeCurve:
     episodes = build_episodes(text, offsets, segment_attempts(text, (spec.obs_attempt_end, spec.obs_solved)))
     ends = [e.tok_end for e in episodes if e.tok_end > 0]
     cuts = tuple(sorted({r.start_len} | {r.start_len + e for e in ends}))
-    job = ProbeJob(tuple(r.token_ids[:end]), cuts)
-    logp = engine.backend.probe_logprobs(job, engine.term_ids, engine.encode(r.problem.answer))
-    counted = [0]
-    for role in r.roles[r.start_len:end]:
-        counted.append(counted[-1] + (role == Role.GENERATED))
-    tokens = tuple(counted[c - r.start_len] for c in cuts)
-    j_values = tuple(math.exp(float(row.sum())) for row in logp)
-    return EpisodeCurve(tuple(episodes), tokens, j_values, tuple(c - r.start_len for c in cuts))
+    return tuple(episodes), cuts, end
+
+
+def episode_curves(engine, rolls: list) -> list[EpisodeCurve]:
+    """Split each rollout's search into attempts and read the meta-prover's exact J after each
+    (METHOD.md (3)); all rollouts' probes go through the backend in batches."""
+    if not rolls:
+        return []
+    shapes = [_episodes_and_cuts(engine, r) for r in rolls]
+    jobs = [ProbeJob(tuple(r.token_ids[:end]), cuts) for r, (_, cuts, end) in zip(rolls, shapes)]
+    logps = engine.backend.probe_logprobs_batch(jobs, engine.term_ids, [engine.encode(r.problem.answer) for r in rolls])
+    curves = []
+    for r, (episodes, cuts, end), logp in zip(rolls, shapes, logps):
+        counted = [0]
+        for role in r.roles[r.start_len:end]:
+            counted.append(counted[-1] + (role == Role.GENERATED))
+        tokens = tuple(counted[c - r.start_len] for c in cuts)
+        j_values = tuple(math.exp(float(row.sum())) for row in logp)
+        curves.append(EpisodeCurve(episodes, tokens, j_values, tuple(c - r.start_len for c in cuts)))
+    return curves
+
+
+def episode_curve(engine, r) -> EpisodeCurve:
+    """``episode_curves`` of one rollout."""
+    return episode_curves(engine, [r])[0]

@@ -12,7 +12,14 @@ from typing import Sequence
 import torch
 
 from tasks.generation.base import Completion, SamplingParams
-from tasks.generation.prefix_tree import ProbeJob, _draw, shared_prefix_logprobs, shared_prefix_sample
+from tasks.generation.incremental import StepSession
+from tasks.generation.prefix_tree import (
+    ProbeJob,
+    _draw,
+    batched_cut_logprobs,
+    shared_prefix_logprobs,
+    shared_prefix_sample,
+)
 from tasks.modeling import load_policy
 
 
@@ -117,3 +124,11 @@ class HFBackend:
 
     def probe_logprobs(self, job: ProbeJob, term_ids: list[int], answer_ids: list[int]) -> torch.Tensor:
         return shared_prefix_logprobs(self.model, job, term_ids, answer_ids)
+
+    def probe_logprobs_batch(self, jobs: list[ProbeJob], term_ids: list[int], answers: list[list[int]],
+                             batch_size: int = 64) -> list[torch.Tensor]:
+        return batched_cut_logprobs(self.model, jobs, term_ids, answers, self.tokenizer.pad_token_id, batch_size)
+
+    def open_session(self, seqs: Sequence[Sequence[int]]) -> StepSession:
+        """Incremental decoding of a batch of interactive rollouts over one KV cache."""
+        return StepSession(self.model, seqs, self.tokenizer.pad_token_id)

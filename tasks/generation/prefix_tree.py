@@ -165,3 +165,55 @@ def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator |
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, -1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _tree_rows(job: ProbeJob, block: list[int]) -> tuple[list[int], list[int], torch.Tensor, list[int]]:
+    """One rollout and a teacher-forced ``block`` after each of its cuts, flattened into one
+    sequence: (token ids, position ids, allowed (S, S) bool, start index of each cut's block).
+    A block token sees the rollout before its cut and its own block's earlier tokens only."""
+    L, n, T = len(job.token_ids), len(job.cuts), len(block)
+    size = L + n * T
+    allowed = torch.zeros((size, size), dtype=torch.bool)
+    allowed[:L, :L] = torch.ones((L, L), dtype=torch.bool).tril()
+    causal = torch.ones((T, T), dtype=torch.bool).tril()
+    ids, pos, starts = list(job.token_ids), list(range(L)), []
+    for i, cut in enumerate(job.cuts):
+        s = L + i * T
+        starts.append(s)
+        allowed[s : s + T, :cut] = True
+        allowed[s : s + T, s : s + T] = causal
+        ids += block
+        pos += range(cut, cut + T)
+    return ids, pos, allowed, starts
+
+
+@torch.no_grad()
+def batched_cut_logprobs(model, jobs: list[ProbeJob], term_ids: list[int], answers: list[list[int]],
+                         pad_id: int = 0, batch_size: int = 64) -> list[torch.Tensor]:
+    """Teacher-forced log-probs of ``answers[i]`` after every cut of ``jobs[i]`` + termination
+    text, for many rollouts at once (the exact estimator, METHOD.md (3)): each rollout and all
+    its probe blocks form one tree sequence (as in ``shared_prefix_logprobs``), and the trees
+    of up to ``batch_size`` rollouts go through one forward pass. Returns, per job, a tensor
+    (n_cuts, len(answers[i]))."""
+    out: list[torch.Tensor] = []
+    dtype = next(model.parameters()).dtype
+    for b in range(0, len(jobs), batch_size):
+        chunk = list(zip(jobs[b : b + batch_size], answers[b : b + batch_size]))
+        rows = [_tree_rows(job, term_ids + ans) for job, ans in chunk]
+        width = max(len(r[0]) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        allowed = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # pads see themselves (no NaN rows)
+        for r, (row_ids, row_pos, row_allowed, _) in enumerate(rows):
+            n = len(row_ids)
+            ids[r, :n], pos[r, :n] = torch.tensor(row_ids), torch.tensor(row_pos)
+            allowed[r, :n, :n] = row_allowed
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+        logits = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
+        for r, ((_, _, _, starts), (_, ans)) in enumerate(zip(rows, chunk)):
+            T = len(term_ids)
+            # logits at the last termination token and at each answer token but the last predict the answer
+            at = torch.tensor([[s + T - 1 + k for k in range(len(ans))] for s in starts])
+            logp = torch.log_softmax(logits[r, at].float(), -1)
+            out.append(logp.gather(-1, torch.tensor(ans).expand(len(starts), -1)[..., None]).squeeze(-1))
+    return out

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from mrt_core.envs.base import Environment, Problem, Role
 from tasks.generation.base import GenerationBackend
-from tasks.generation.prefix_tree import ProbeJob
+from tasks.generation.prefix_tree import ProbeJob, _draw
 
 
 @dataclass
@@ -99,12 +99,26 @@ class RolloutEngine:
     def _run_batch(self, starts, budget: int, forcing: bool, gen: torch.Generator, stop_when) -> list[Rollout]:
         rolls = [self._start(s) for s in starts]
         active = list(range(len(rolls)))
+        # incremental decoding over one KV cache where the backend offers it (hf); otherwise
+        # every step re-reads the sequences (vllm, with its prefix cache)
+        session = self.backend.open_session([r.token_ids for r in rolls]) if hasattr(self.backend, "open_session") \
+            else None
         while active:
-            next_ids = self.backend.next_tokens([rolls[i].token_ids for i in active], self.temperature, gen)
-            active = [i for i, t in zip(active, next_ids) if not self._advance(rolls[i], t, budget, forcing, stop_when)]
-        for r in rolls:
-            if r.answer_start >= 0:
-                self._score_exact(r)
+            if session is not None:
+                next_ids = _draw(session.logits[active], self.temperature, gen).tolist()
+            else:
+                next_ids = self.backend.next_tokens([rolls[i].token_ids for i in active], self.temperature, gen)
+            blocks: list[list[int]] = [[] for _ in rolls]
+            still = []
+            for i, t in zip(active, next_ids):
+                before = len(rolls[i].token_ids)
+                if not self._advance(rolls[i], t, budget, forcing, stop_when):
+                    still.append(i)
+                blocks[i] = rolls[i].token_ids[before:]
+            active = still
+            if session is not None and active:
+                session.append(blocks)
+        self._score_exact([r for r in rolls if r.answer_start >= 0])
         return rolls
 
     def _start(self, start: Start) -> Rollout:
@@ -154,10 +168,13 @@ class RolloutEngine:
         r.correct = self.env.grader.grade(r.answer, r.problem.answer)
         return True
 
-    def _score_exact(self, r: Rollout) -> None:
-        """J exact (METHOD.md (3)) at the final prefix: the probability of the reference answer
-        after the prefix + termination text, teacher-forced."""
-        cut = r.answer_start - len(self.term_ids)
-        job = ProbeJob(tuple(r.token_ids[:cut]), (cut,))
-        logp = self.backend.probe_logprobs(job, self.term_ids, self.encode(r.problem.answer))
-        r.j_exact = math.exp(float(logp.sum()))
+    def _score_exact(self, rolls: list[Rollout]) -> None:
+        """J exact (METHOD.md (3)) at each rollout's final prefix: the probability of the
+        reference answer after the prefix + termination text, teacher-forced, all in one batch."""
+        if not rolls:
+            return
+        cuts = [r.answer_start - len(self.term_ids) for r in rolls]
+        jobs = [ProbeJob(tuple(r.token_ids[:cut]), (cut,)) for r, cut in zip(rolls, cuts)]
+        logps = self.backend.probe_logprobs_batch(jobs, self.term_ids, [self.encode(r.problem.answer) for r in rolls])
+        for r, logp in zip(rolls, logps):
+            r.j_exact = math.exp(float(logp.sum()))

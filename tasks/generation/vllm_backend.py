@@ -117,3 +117,10 @@ class VLLMBackend:
         prompts = [p + list(answer_ids) for p in probe_prompts(job, term_ids)]
         outs = self._generate(prompts, max_tokens=1, prompt_logprobs=0, temperature=0.0)
         return torch.tensor([prompt_answer_logprobs(o, answer_ids) for o in outs])
+
+    def probe_logprobs_batch(self, jobs: list[ProbeJob], term_ids: list[int],
+                             answers: list[list[int]]) -> list[torch.Tensor]:
+        prompts = [p + list(a) for job, a in zip(jobs, answers) for p in probe_prompts(job, term_ids)]
+        outs = iter(self._generate(prompts, max_tokens=1, prompt_logprobs=0, temperature=0.0))
+        return [torch.tensor([prompt_answer_logprobs(next(outs), a) for _ in job.cuts])
+                for job, a in zip(jobs, answers)]
