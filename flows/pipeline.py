@@ -21,8 +21,24 @@ from prefect import flow, task
 from tasks.config import load_params_or_exit
 from tasks.tracking import PARENT_RUN_ENV, PIPELINE_RUN_ENV, new_pipeline_run_id, start_parent_run
 
-STAGES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "evaluate",
-          "report")
+STAGES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "rl_start",
+          "rl_round", "evaluate", "report")
+
+
+def stage_order(name: str) -> tuple:
+    """Sort key of a DVC stage name: its group in ``STAGES``, then (for the matrix stages
+    ``rl_start@<arm>-<seed>`` and ``rl_round@<arm>-<seed>-round<i>``) the round, then the name."""
+    group, _, item = name.partition("@")
+    round_index = int(item.rsplit("round", 1)[1]) if group == "rl_round" else -1
+    return STAGES.index(group), round_index, name
+
+
+def pipeline_stages(repo_dir: str, env: dict[str, str] | None = None) -> list[str]:
+    """Every stage of the repository's dvc.yaml (matrix stages expanded by DVC from params),
+    in an order that respects the graph: one Prefect task each."""
+    proc = subprocess.run([_dvc(), "stage", "list", "--name-only"], cwd=repo_dir, env=env, capture_output=True,
+                          text=True, check=True)
+    return sorted(proc.stdout.split(), key=stage_order)
 
 
 def _dvc() -> str:
@@ -42,8 +58,9 @@ def dvc_stage(stage: str, repo_dir: str, env: dict[str, str]) -> str:
 
 
 @flow(name="mrt-pipeline", log_prints=True)
-def mrt_pipeline(repo_dir: str = ".", stages: tuple[str, ...] = STAGES) -> list[str]:
-    """Run ``stages`` in order; their MLflow runs are nested under one parent run."""
+def mrt_pipeline(repo_dir: str = ".", stages: tuple[str, ...] | None = None) -> list[str]:
+    """Run ``stages`` (default: every stage of dvc.yaml) in order, one Prefect task per stage
+    and per RL round; their MLflow runs are nested under one parent run."""
     params = load_params_or_exit(Path(repo_dir) / "params.yaml")
     group = new_pipeline_run_id()
     cwd = os.getcwd()
@@ -55,7 +72,7 @@ def mrt_pipeline(repo_dir: str = ".", stages: tuple[str, ...] = STAGES) -> list[
     env = dict(os.environ, **{PIPELINE_RUN_ENV: group, PARENT_RUN_ENV: parent})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     logs = []
-    for stage in stages:
+    for stage in stages or pipeline_stages(repo_dir, env):
         logs.append(dvc_stage.with_options(name=f"stage:{stage}")(stage, repo_dir, env))
         print(f"stage {stage}: done")
     return logs

@@ -6,11 +6,15 @@ All functions take and return torch tensors (float32 unless given otherwise).
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Literal, Sequence, get_args
 
 import torch
 
 EPS = 1e-6
+
+Arm = Literal["grpo", "mrt_prefix", "mrt_mixed", "mrt_dense", "mrt_star"]
+ARMS: tuple[str, ...] = get_args(Arm)
 
 
 def group_advantages(rewards: torch.Tensor, normalize_std: bool = True, eps: float = EPS) -> torch.Tensor:
@@ -75,3 +79,68 @@ def star_filter(rewards: Sequence[float], episode_progress: Sequence[Sequence[fl
         zero_share = sum(p <= zero_threshold for p in prog) / len(prog) if prog else 1.0
         keep.append(r == 1 and sum(prog) >= min_total_progress and zero_share <= max_zero_share)
     return keep
+
+
+@dataclass(frozen=True)
+class GroupedRollouts:
+    """The rollouts of one RL step, grouped by start prefix: P prefixes x G samples each.
+
+    rewards: (P, G) outcome 0/1. j_prefix: (P,) ``J(mu | c)`` of each prefix. answer_now: (P, G)
+    bool, True for a sample forced to answer right after its prefix (the mixed arm's meta-prover
+    samples). progress: (P, G, k) progress of each episode after the prefix (METHOD.md (4)),
+    0-padded; n_episodes: (P, G) how many of those columns are real. token_episode: (P, G, T)
+    episode index of each token; index k (one past the last column) marks tokens after the last
+    episode (the termination text and the answer: no bonus). mask: (P, G, T) True where a token
+    counts (generated after the prefix)."""
+
+    rewards: torch.Tensor
+    j_prefix: torch.Tensor
+    answer_now: torch.Tensor
+    progress: torch.Tensor
+    n_episodes: torch.Tensor
+    token_episode: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StarRule:
+    """The MRT-STaR filter's thresholds (METHOD.md, after (13))."""
+
+    min_total_progress: float
+    max_zero_share: float
+    zero_threshold: float
+
+
+def arm_advantages(arm: Arm, batch: GroupedRollouts, alpha: float, star: StarRule | None = None) -> torch.Tensor:
+    """Per-token advantages (P, G, T) of one RL arm, zero off the mask; every arm sees the same
+    rollouts and differs only here (METHOD.md (8)-(13)):
+
+    - ``grpo``: outcome only, group-normalised (8), broadcast over the sample's tokens;
+    - ``mrt_prefix``: termination baseline (11), ``(1 + alpha)(r - J(mu | c))``, no std
+      normalisation (normalising would cancel the bonus: the trap);
+    - ``mrt_mixed``: answer-now and continue samples of one prefix normalised together (13);
+    - ``mrt_dense``: the GRPO advantage plus ``alpha * progress`` of each token's episode (12);
+    - ``mrt_star``: 1 on traces the MRT-STaR filter keeps, 0 elsewhere (filtered imitation)."""
+    r = batch.rewards.float()
+    if arm in ("grpo", "mrt_mixed"):
+        if arm == "mrt_mixed" and not (batch.answer_now.any(-1) & (~batch.answer_now).any(-1)).all():
+            raise ValueError("mrt_mixed needs answer-now and continue samples in every group")
+        per_sample = group_advantages(r)
+    elif arm == "mrt_prefix":
+        per_sample = termination_baseline_advantages(r, batch.j_prefix.float()[:, None], alpha)
+    elif arm == "mrt_star":
+        if star is None:
+            raise ValueError("mrt_star needs a StarRule")
+        rows = [p[:n] for p, n in zip(batch.progress.flatten(0, 1).tolist(), batch.n_episodes.flatten().tolist())]
+        keep = star_filter(r.flatten().tolist(), rows, star.min_total_progress, star.max_zero_share,
+                           star.zero_threshold)
+        per_sample = torch.tensor(keep, dtype=torch.float32).reshape(r.shape)
+    elif arm == "mrt_dense":
+        P, G, T = batch.mask.shape
+        padded = torch.cat([batch.progress.float(), torch.zeros(P, G, 1)], dim=-1)  # column k: no bonus
+        dense = dense_token_advantages(group_advantages(r).flatten(), padded.flatten(0, 1),
+                                       batch.token_episode.flatten(0, 1), batch.mask.flatten(0, 1), alpha)
+        return dense.reshape(P, G, T)
+    else:
+        raise ValueError(f"unknown arm {arm!r}: one of {ARMS}")
+    return torch.where(batch.mask, per_sample[..., None], torch.zeros(()))

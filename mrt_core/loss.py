@@ -56,14 +56,15 @@ def policy_loss(
     clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
     per_token = -torch.minimum(ratio * advantages, clipped * advantages)
     kl = torch.zeros_like(per_token)
-    if ref_logp is not None and beta > 0:
+    if ref_logp is not None:  # measured whenever a reference is given; in the loss only with beta > 0
         kl = kl_k3(logp, ref_logp.detach())
-        per_token = per_token + beta * kl
+        if beta > 0:
+            per_token = per_token + beta * kl
     loss = (per_token * mask).sum() / n
     with torch.no_grad():
         m = mask.float()
         stats = LossStats(
-            pg_loss=float(((per_token - beta * kl) * m).sum() / n),
+            pg_loss=float(((per_token - (beta * kl if beta > 0 else 0)) * m).sum() / n),
             kl=float((kl * m).sum() / n),
             clip_fraction=float((((ratio - clipped).abs() > 1e-8).float() * m).sum() / n),
             ratio_mean=float((ratio * m).sum() / n),

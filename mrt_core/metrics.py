@@ -44,6 +44,43 @@ def bootstrap_ci(per_problem: np.ndarray, n_boot: int, seed: int, level: float =
     return float(lo), float(hi)
 
 
+def t_quantile(p: float, df: int) -> float:
+    """Quantile of Student's t distribution with ``df`` degrees of freedom (for the interval
+    over seeds in METHOD.md (19)). The CDF is 1/2 plus the integral of the density from 0
+    (Simpson's rule, 4,000 panels), inverted by bisection: accurate to about 1e-8."""
+    if not 0 < p < 1 or df < 1:
+        raise ValueError(f"need 0 < p < 1 and df >= 1, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1 - p, df)
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(t: float) -> float:
+        x = np.linspace(0.0, t, 4001)
+        f = np.exp(log_c - (df + 1) / 2 * np.log1p(x**2 / df))
+        return 0.5 + (t / 12000) * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def seed_interval(per_seed: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over seeds and its Student-t interval, METHOD.md (19): ``mean +- t_{(1+level)/2,
+    n-1} * s / sqrt(n)`` with ``s`` the sample standard deviation of the n seed values (each
+    seed a full training run, so the seeds are the independent units). Shape (n >= 2,) ->
+    (mean, low, high)."""
+    x = np.asarray(per_seed, dtype=float)
+    if x.ndim != 1 or x.size < 2:
+        raise ValueError(f"an interval over seeds needs at least 2 seeds, got shape {x.shape}")
+    mean = float(x.mean())
+    half = t_quantile((1 + level) / 2, x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, mean - half, mean + half
+
+
 def accuracy_vs_budget(correct: np.ndarray) -> np.ndarray:
     """Accuracy curve over token budgets: the points of the curve p(t) in METHOD.md (17).
 

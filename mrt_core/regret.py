@@ -115,4 +115,6 @@ def votes_normalized_regret(tokens: np.ndarray, j_values: np.ndarray, maj: np.nd
     ``(area(e) - area(p)) / area(e)`` over [0, C]; 0 when the envelope has no area."""
     env = votes_envelope_area(tokens, j_values, maj, vote_tokens, budget)
     own = area_under_curve(tokens, j_values, budget)
-    return 0.0 if env <= 0 else (env - own) / env
+    if env <= 1e-12 * budget:  # no area to speak of (subnormal J values made the ratio meaningless)
+        return 0.0
+    return min(1.0, max(0.0, (env - own) / env))  # the envelope dominates the trace: clip float error

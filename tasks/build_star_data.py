@@ -24,7 +24,7 @@ from tasks.config import Params, stage_params
 from tasks.generation import build_backend, build_backend_or_exit
 from tasks.generation.curves import episode_curves
 from tasks.generation.rollouts import Rollout, RolloutEngine
-from tasks.synthesize_backtracks import model_hash
+from tasks.modeling import model_hash
 from tasks.tracking import stage_run
 
 

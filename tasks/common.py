@@ -71,6 +71,14 @@ class Paths:
         return folders[name]
 
     @property
+    def rl(self) -> Path:
+        return self.root / "rl"
+
+    def rl_round(self, arm: str, seed: int, n: int) -> Path:
+        """Outputs of RL round ``n`` of ``arm`` with ``seed`` (round 0: where round 1 starts)."""
+        return self.rl / arm / f"s{seed}" / f"r{n}"
+
+    @property
     def eval_dir(self) -> Path:
         return self.root / "data" / "eval"
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mrt_core.advantages import Arm
 from mrt_core.envs.code_search import CodeSearchSpec
 
 
@@ -129,8 +130,9 @@ class TrainBaseConfig(Section):
 
 class EvaluateConfig(Section):
     seed: int = 0
-    models: list[Literal["base", "warmstart"]] = Field(["base", "warmstart"], min_length=1,
-                                                       description="models to evaluate")
+    models: list[str] = Field(["base", "warmstart"], min_length=1,
+                              description="models to evaluate: base, warmstart, or an RL arm of rl.arms (every seed)")
+    rl_rounds: Literal["all", "last"] = Field("all", description="evaluate every RL round, or only each arm's last")
     budgets: list[int] = Field([6, 12, 18, 24, 36], min_length=1, description="generated-token budgets")
     n_samples: int = Field(4, ge=1, description="rollouts per test problem and budget")
     temperature: float = Field(1.0, gt=0)
@@ -210,6 +212,64 @@ class BuildStarDataConfig(Section):
     zero_threshold: float = Field(1e-3, ge=0, description="progress at or below this is zero (exact estimator)")
 
 
+class RoundLink(Section):
+    """One RL round and the round it starts from (DVC cannot compute a predecessor, so the
+    chain is spelled out: ``{n: 1, prev: r0}, {n: 2, prev: r1}, ...``; r0 is ``rl.start``)."""
+
+    n: int = Field(ge=1, description="round number")
+    prev: str = Field(description="the round it starts from: r<n-1>")
+
+
+class RlConfig(Section):
+    """Iterative on-policy RL rounds: MRT and its baselines through one loop (METHOD.md (8)-(14))."""
+
+    arms: list[Arm] = Field(["grpo", "mrt_dense"], min_length=1, description="grpo | mrt_prefix | mrt_mixed | "
+                            "mrt_dense | mrt_star")
+    seeds: list[int] = Field([0], min_length=1, description="one run of every arm per seed")
+    rounds: list[RoundLink] = Field([RoundLink(n=1, prev="r0")], min_length=1,
+                                    description="the round chain, one DVC stage per (arm, seed, round)")
+    start: Literal["base", "warmstart"] = Field("warmstart", description="round 1 starts here; also the KL reference")
+    alpha: float = Field(1.0, ge=0, description="weight of the progress bonus")
+    train_budget: int = Field(24, ge=2, description="C_0: generated tokens per trace (prefix + continuation)")
+    max_prefix_episodes: int = Field(3, ge=0, description="prefixes keep 0..this many episodes of a rollout of "
+                                     "the round's start policy")
+    prompts_per_step: int = Field(16, ge=1, description="prefixes per policy update")
+    group_size: int = Field(8, ge=2, description="G: samples from each prefix")
+    answer_now: int = Field(2, ge=1, description="mrt_mixed: samples of each group that answer at once")
+    steps_per_round: int = Field(20, ge=1, description="policy updates per round")
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    beta: float = Field(0.0, ge=0, description="KL(pi || reference) coefficient in the loss (always measured)")
+    clip: float = Field(0.2, gt=0, description="PPO ratio clip")
+    ppo_epochs: int = Field(1, ge=1, description="passes over each step's rollouts (1 = on-policy)")
+    max_grad_norm: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    micro_batch: int = Field(256, ge=1, description="sequences per forward/backward (gradient accumulation)")
+    batch_size: int = Field(256, ge=1, description="rollouts generated together")
+    save_every: int = Field(5, ge=1, description="steps between resume checkpoints")
+    keep: Literal["last", "last_and_best"] = Field(
+        "last_and_best", description="checkpoints a round keeps: its last policy, and the snapshot (every "
+        "save_every steps) that validated best when that is not the last")
+    val_problems: int = Field(64, ge=1, description="validation problems per round (val split)")
+    val_samples: int = Field(2, ge=1)
+    sample_rows: int = Field(32, ge=0, description="rollouts per round logged to MLflow as a table")
+    star_min_total_progress: float = Field(0.5, description="mrt_star: keep correct traces with this much progress")
+    star_max_zero_share: float = Field(0.5, ge=0, le=1, description="... and at most this share of zero episodes")
+    zero_threshold: float = Field(1e-3, ge=0, description="progress at or below this is zero (exact J)")
+
+    @model_validator(mode="after")
+    def _chain(self) -> "RlConfig":
+        expected = [{"n": i + 1, "prev": f"r{i}"} for i in range(len(self.rounds))]
+        if [r.model_dump() for r in self.rounds] != expected:
+            shown = ", ".join(f"{{n: {e['n']}, prev: {e['prev']}}}" for e in expected)
+            raise ValueError(f"rl.rounds must be the chain [{shown}] (each round starts from the one before)")
+        if self.answer_now >= self.group_size:
+            raise ValueError(f"rl.answer_now={self.answer_now} must be below rl.group_size={self.group_size}")
+        if len(set(self.arms)) != len(self.arms) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("rl.arms and rl.seeds must not repeat")
+        return self
+
+
 class Params(Section):
     """The whole ``params.yaml``: one section per stage plus shared ones."""
 
@@ -222,6 +282,16 @@ class Params(Section):
     sft_warmstart: SftWarmstartConfig = SftWarmstartConfig()
     build_star_data: BuildStarDataConfig = BuildStarDataConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    rl: RlConfig = RlConfig()
+
+    @model_validator(mode="after")
+    def _models_exist(self) -> "Params":
+        known = {"base", "warmstart", *self.rl.arms}
+        unknown = [m for m in self.evaluate.models if m not in known]
+        if unknown:
+            raise ValueError(f"evaluate.models {unknown} are not produced by this pipeline: use base, warmstart or "
+                             f"an arm of rl.arms ({', '.join(self.rl.arms)})")
+        return self
 
     @model_validator(mode="after")
     def _variant_matches_env(self) -> "Params":
@@ -242,19 +312,13 @@ class Params(Section):
         )
         fixed = len(env.prompt_template) + 2 + len(env.termination_text) + env.n_digits
         ctx = self.train_base.model.max_seq_len
-        longest = max(self.evaluate.budgets + self.evaluate.extrapolation_budgets)
-        need_eval = fixed + per_step * longest
-        need_train = fixed + per_step * self.train_base.max_steps
-        if need_eval > ctx:
-            raise ValueError(
-                f"evaluate budget {longest} needs up to {need_eval} tokens, "
-                f"more than train_base.model.max_seq_len={ctx}: raise max_seq_len or lower the budget"
-            )
-        if need_train > ctx:
-            raise ValueError(
-                f"train_base.max_steps={self.train_base.max_steps} needs up to {need_train} tokens, "
-                f"more than train_base.model.max_seq_len={ctx}: raise max_seq_len or lower max_steps"
-            )
+        longest = {"evaluate budget": max(self.evaluate.budgets + self.evaluate.extrapolation_budgets),
+                   "rl.train_budget": self.rl.train_budget, "train_base.max_steps": self.train_base.max_steps}
+        for name, steps in longest.items():
+            need = fixed + per_step * steps
+            if need > ctx:
+                raise ValueError(f"{name} {steps} needs up to {need} tokens, more than train_base.model.max_seq_len="
+                                 f"{ctx}: raise max_seq_len or lower the budget")
         return self
 
 

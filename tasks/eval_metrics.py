@@ -45,11 +45,12 @@ def curve_rows(engine: RolloutEngine, rolls: list[Rollout], budgets: list[int], 
     curves = episode_curves(engine, rolls)
     oracle = np.array([regret_curve(np.array(c.tokens), np.array(c.j), budgets) for c in curves])
     answer_tokens = engine.env.answer_length(rolls[0].problem) + len(engine.term_ids)
-    votes = np.array([
-        [votes_normalized_regret(np.array(c.tokens), np.array(c.j), vote_accuracy(engine, r, c, vote_samples, seed),
-                                 answer_tokens, b) for b in budgets]
-        for r, c in zip(rolls, curves)
-    ])
+    votes = []
+    for r, c in zip(rolls, curves):  # one set of sampled votes per rollout serves every budget
+        maj = vote_accuracy(engine, r, c, vote_samples, seed)
+        votes.append([votes_normalized_regret(np.array(c.tokens), np.array(c.j), maj, answer_tokens, b)
+                      for b in budgets])
+    votes = np.array(votes)
     prog = np.concatenate([progress(np.array(c.j)) for c in curves])
     rows = {}
     for i, b in enumerate(budgets):

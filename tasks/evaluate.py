@@ -18,12 +18,13 @@ inside), ``plots/*.json`` (DVC plots), ``plots/accuracy_vs_budget.png`` and ever
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 
 from mrt_core.envs.base import Role
 from mrt_core.envs.code_search import CodeSearchEnv, base_guess_fn, bisection_guess, play
-from mrt_core.metrics import accuracy, bootstrap_ci
+from mrt_core.metrics import accuracy, bootstrap_ci, seed_interval
 from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
 from tasks.config import Params, stage_params
@@ -179,22 +180,81 @@ def reference_rows(params: Params, problems, log=None) -> dict:
     return out
 
 
+def evaluated_models(params: Params, paths: Paths) -> dict[str, Path]:
+    """Name -> model folder of every model to evaluate: base, warmstart, and each RL arm's rounds
+    (every round or the last, ``evaluate.rl_rounds``) for every seed, named ``<arm>/s<seed>/r<n>``."""
+    rounds = [r.n for r in params.rl.rounds]
+    rounds = rounds[-1:] if params.evaluate.rl_rounds == "last" else rounds
+    out = {}
+    for m in params.evaluate.models:
+        if m in ("base", "warmstart"):
+            out[m] = paths.model(m)
+            continue
+        for seed in params.rl.seeds:
+            for n in rounds:
+                out[f"{m}/s{seed}/r{n}"] = paths.rl_round(m, seed, n) / "model"
+    return out
+
+
+def display_models(params: Params) -> list[str]:
+    """What figures, the headline table and token efficiency compare: base, warmstart and each
+    RL arm's last round aggregated over seeds."""
+    return list(params.evaluate.models)
+
+
 def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None = None) -> dict:
-    """Evaluate every model in ``evaluate.models`` and the reference policies; write outputs."""
+    """Evaluate every model of ``evaluated_models``, aggregate RL arms over seeds, simulate the
+    reference policies; write outputs."""
     problems = load_problems(paths, "test")
-    backends = backends or {m: build_backend(params, paths.model(m)) for m in params.evaluate.models}
+    backends = backends or {m: build_backend(params, path) for m, path in evaluated_models(params, paths).items()}
     results, records, details = {}, {}, {}
     for name, backend in backends.items():
         results[name], records[name], details[name] = evaluate_model(params, paths, backend, problems, log, name)
-    details["token_efficiency"] = efficiency_rows(results, list(backends), params.evaluate.budgets,
+    for arm in (m for m in params.evaluate.models if m in params.rl.arms):
+        names = [f"{arm}/s{seed}/r{params.rl.rounds[-1].n}" for seed in params.rl.seeds]
+        results[arm], details[arm] = aggregate_seeds([results[n] for n in names], [details[n] for n in names])
+        if log:
+            for budget, row in results[arm].items():
+                log({f"{arm}.accuracy": row["accuracy"], f"{arm}.regret": row["regret"]}, budget)
+    shown = display_models(params)
+    details["token_efficiency"] = efficiency_rows(results, shown, params.evaluate.budgets,
                                                   params.evaluate.efficiency_levels)
     results.update(reference_rows(params, problems, log))
-    write_outputs(paths, results, records, params.evaluate.budgets, details)
+    write_outputs(paths, results, records, params.evaluate.budgets, details, shown)
     return results
 
 
+def aggregate_seeds(rows: list[dict], details: list[dict]) -> tuple[dict, dict]:
+    """One arm over its seeds: per budget, the mean of every number and, for accuracy and
+    regret, the Student-t interval over seeds (METHOD.md (19)); with one seed, that seed's own
+    bootstrap interval over problems. Details: pass@k / maj@k and progress averaged over seeds,
+    the progress histograms summed, extrapolation like the rows."""
+    def combine(per_seed: list[dict]) -> dict:
+        out = {k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}
+        for key in ("accuracy", "regret", "regret_votes"):
+            if key in per_seed[0] and len(per_seed) > 1:
+                low, high = ("ci_low", "ci_high") if key == "accuracy" else (f"{key}_ci_low", f"{key}_ci_high")
+                _, out[low], out[high] = seed_interval(np.array([r[key] for r in per_seed]))
+        return out | {"n_seeds": len(per_seed), "ci_over": "seeds" if len(per_seed) > 1 else "problems"}
+
+    budgets = list(rows[0])
+    merged = {b: combine([r[b] for r in rows]) for b in budgets}
+    progress_rows = [d["progress"] for d in details]
+    agg = {
+        "pass_maj": {b: [{k: float(np.mean([d["pass_maj"][b][i][k] for d in details])) for k in row}
+                         for i, row in enumerate(details[0]["pass_maj"][b])] for b in details[0]["pass_maj"]},
+        "progress": {k: float(np.mean([p[k] for p in progress_rows])) for k in progress_rows[0]
+                     if k != "progress_histogram"}
+        | {"progress_histogram": np.sum([p["progress_histogram"] for p in progress_rows], axis=0).tolist()},
+        "extrapolation": {b: combine([d["extrapolation"][b] for d in details]) for b in details[0]["extrapolation"]},
+    }
+    return merged, agg
+
+
 def flat_metrics(results: dict) -> dict:
-    return {f"{name}.B{b}.{k}": v for name, rows in results.items() for b, row in rows.items() for k, v in row.items()}
+    """Every number of every row as one MLflow metric ``<model>.B<budget>.<name>``."""
+    return {f"{name}.B{b}.{k}": v for name, rows in results.items() for b, row in rows.items() for k, v in row.items()
+            if isinstance(v, (int, float))}
 
 
 DETAILS_SCHEMA = {
@@ -209,35 +269,37 @@ DETAILS_SCHEMA = {
 
 
 def write_outputs(paths: Paths, results: dict, records: dict[str, list[dict]], budgets: list[int],
-                  details: dict | None = None) -> None:
+                  details: dict | None = None, shown: list[str] | None = None) -> None:
     by_budget = {name: {f"B{b}": row for b, row in rows.items()} for name, rows in results.items()}
     write_json_atomic(paths.metrics / "evaluate.json", by_budget, sort_keys=False)  # budgets in order
     write_json_atomic(paths.metrics / "evaluate_details.json", {"schema": DETAILS_SCHEMA, **(details or {})},
                       sort_keys=False)
-    plot_rows = [{"budget": b, **{name: results[name][b]["accuracy"] for name in results}} for b in budgets]
+    models = shown if shown is not None else [n for n in results if n not in REFERENCES]
+    plot_rows = [{"budget": b, **{name: results[name][b]["accuracy"] for name in [*models, *REFERENCES]}}
+                 for b in budgets]
     write_json_atomic(paths.plots / "accuracy_vs_budget.json", plot_rows)
-    models = [n for n in results if n not in REFERENCES]
     regret_rows = [{"budget": b, **{n: results[n][b]["regret"] for n in models},
                     **{f"{n}_votes": results[n][b]["regret_votes"] for n in models}} for b in budgets]
     write_json_atomic(paths.plots / "regret_vs_budget.json", regret_rows)
     with atomic_path(paths.eval_dir) as tmp:
         tmp.mkdir()
         for name, recs in records.items():
-            (tmp / f"rollouts_{name}.jsonl").write_text(jsonl_text(recs))
+            (tmp / f"rollouts_{name.replace('/', '_')}.jsonl").write_text(jsonl_text(recs))
     with atomic_path(paths.plots / "accuracy_vs_budget.png") as tmp:
-        plot_accuracy(results, budgets, tmp)
+        plot_accuracy(results, budgets, tmp, models)
 
 
-def plot_accuracy(results: dict, budgets: list[int], out) -> None:
+def plot_accuracy(results: dict, budgets: list[int], out, models: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in (n for n in results if n not in REFERENCES):
+    for name in models:
         rows = [results[name][b] for b in budgets]
-        ax.plot(budgets, [r["accuracy"] for r in rows], "o-", label=f"{name} model (95% CI over problems)")
+        over = rows[0].get("ci_over", "problems")
+        ax.plot(budgets, [r["accuracy"] for r in rows], "o-", label=f"{name} (95% CI over {over})")
         ax.fill_between(budgets, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.2)
     ax.plot(budgets, [results["bisection"][b]["accuracy"] for b in budgets], "k--", label="bisection (optimal)")
     data_policy = [results["data_policy"][b]["accuracy"] for b in budgets]
@@ -256,14 +318,15 @@ def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.evaluate.seed)
     paths = Paths()
-    backends = {m: build_backend_or_exit("evaluate", params, paths.model(m)) for m in params.evaluate.models}
+    backends = {m: build_backend_or_exit("evaluate", params, path)
+                for m, path in evaluated_models(params, paths).items()}
     with stage_run("evaluate", params.runtime.tracking_uri, params.runtime.experiment,
                    {"evaluate": params.evaluate.model_dump(), "generation": params.generation.model_dump()}) as mlflow:
         results = run_evaluate(params, paths, lambda m, step: mlflow.log_metrics(m, step=step), backends)
         mlflow.log_metrics(flat_metrics(results))
         mlflow.log_artifact(str(paths.plots / "accuracy_vs_budget.png"))
         mlflow.log_artifact(str(paths.metrics / "evaluate.json"))
-    for name in params.evaluate.models:
+    for name in display_models(params):
         for b in params.evaluate.budgets:
             row = results[name][b]
             print(f"{name:9s} B={b:3d} acc={row['accuracy']:.3f} [{row['ci_low']:.3f},{row['ci_high']:.3f}] "

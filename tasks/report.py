@@ -38,15 +38,16 @@ def _figure_png(draw) -> bytes:
     return buf.getvalue()
 
 
-def figures(metrics: dict, details: dict, budgets: list[int]) -> dict[str, bytes]:
-    """Name -> PNG bytes: accuracy, regret, pass@k / maj@k and progress figures."""
-    models = [m for m in metrics if m not in REFERENCES]
+def figures(metrics: dict, details: dict, budgets: list[int], models: list[str]) -> dict[str, bytes]:
+    """Name -> PNG bytes: accuracy, regret, pass@k / maj@k and progress figures of ``models``
+    (base, warm-start, each RL arm over its seeds)."""
     keys = [f"B{b}" for b in budgets]
 
     def accuracy(ax):
         for m in models:
             rows = [metrics[m][k] for k in keys]
-            ax.plot(budgets, [r["accuracy"] for r in rows], "o-", label=m)
+            over = rows[0].get("ci_over", "problems")
+            ax.plot(budgets, [r["accuracy"] for r in rows], "o-", label=f"{m} (CI over {over})")
             ax.fill_between(budgets, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.2)
         for ref, style in zip(REFERENCES, ("k--", ":")):
             ax.plot(budgets, [metrics[ref][k]["accuracy"] for k in keys], style, label=ref)
@@ -77,10 +78,13 @@ def figures(metrics: dict, details: dict, budgets: list[int]) -> dict[str, bytes
             (("accuracy", accuracy), ("regret", regret), ("pass_maj", pass_maj), ("progress", progress))}
 
 
-def headline_rows(metrics: dict, budgets: list[int]) -> list[list[str]]:
+def headline_rows(metrics: dict, budgets: list[int], models: list[str]) -> list[list[str]]:
+    """The headline table: ``models`` (each RL arm over its seeds), the reference policies, then
+    every RL run on its own (``<arm>/s<seed>/r<round>``)."""
     header = ["model"] + [f"acc@{b}" for b in budgets] + [f"regret@{budgets[-1]}", "wasted steps"]
     rows = [header]
-    for m in metrics:
+    runs = [m for m in metrics if m not in models and m not in REFERENCES]
+    for m in [*models, *REFERENCES, *runs]:
         cells = [m]
         for b in budgets:
             r = metrics[m][f"B{b}"]
@@ -128,6 +132,8 @@ def extrapolation_lines(details: dict) -> list[str]:
     """Accuracy past the evaluated budgets with budget forcing, forced tokens counted."""
     lines = []
     for model, d in details.items():
+        if "/" in model:  # RL runs are summarised by their arm over seeds
+            continue
         for budget, r in (d.get("extrapolation") or {}).items() if isinstance(d, dict) else ():
             lines.append(f"{model} at {budget} tokens (budget forcing): accuracy {r['accuracy']:.2f} "
                          f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}], {r['forced_continuations']:.1f} stops overridden "
@@ -157,8 +163,9 @@ def run_report(params: Params, paths: Paths) -> dict[str, bytes]:
     details = read_json(paths.metrics / "evaluate_details.json")
     budgets = params.evaluate.budgets
     config_hash = sha256_text(params.model_dump_json())[:16]
-    figs = figures(metrics, details, budgets)
-    table = headline_rows(metrics, budgets)
+    models = params.evaluate.models
+    figs = figures(metrics, details, budgets, models)
+    table = headline_rows(metrics, budgets, models)
     with atomic_path(paths.reports) as tmp:
         tmp.mkdir()
         ext = extrapolation_lines(details)

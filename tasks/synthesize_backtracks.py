@@ -13,12 +13,10 @@ Every trace is replayed through the environment, so its feedback is exactly the 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +28,7 @@ from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_proc
 from tasks.config import Params, stage_params
 from tasks.generation import build_backend, build_backend_or_exit
 from tasks.generation.rollouts import RolloutEngine, Start
+from tasks.modeling import model_hash
 from tasks.tracking import stage_run
 
 SEARCH_REJECTS = ("malformed_search", "no_failure_after_a_step")
@@ -65,11 +64,6 @@ class Candidate:
     success: list[float] = field(default_factory=list)  # j = 0..fail step
     continuations: list[list[str] | None] = field(default_factory=list)
     earlier: list[str] = field(default_factory=list)
-
-
-def model_hash(path: Path) -> str:
-    weights = path / "model.safetensors"
-    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else "unknown"
 
 
 def prefix_start(engine: RolloutEngine, problem: Problem, actions: list[str], k: int) -> Start:

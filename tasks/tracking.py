@@ -34,15 +34,16 @@ def _configure(tracking_uri: str, experiment: str):
 
 
 @contextmanager
-def stage_run(stage: str, tracking_uri: str, experiment: str, params: dict[str, Any]) -> Iterator[Any]:
+def stage_run(stage: str, tracking_uri: str, experiment: str, params: dict[str, Any], run_name: str | None = None,
+              tags: dict[str, str] | None = None) -> Iterator[Any]:
     """Open the MLflow run of one stage; yields the ``mlflow`` module for logging."""
     mlflow = _configure(tracking_uri, experiment)
     group = os.environ.get(PIPELINE_RUN_ENV) or new_pipeline_run_id()
     parent = os.environ.get(PARENT_RUN_ENV)
-    tags = {PIPELINE_TAG: group, "mrt.stage": stage}
+    tags = {PIPELINE_TAG: group, "mrt.stage": stage, **(tags or {})}
     if parent:
         tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(run_name=stage, tags=tags):
+    with mlflow.start_run(run_name=run_name or stage, tags=tags):
         mlflow.log_params(flatten(params))
         yield mlflow
 

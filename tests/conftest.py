@@ -36,11 +36,13 @@ def paths(tmp_path):
 
 @pytest.fixture(scope="session")
 def trained_smoke(tmp_path_factory):
-    """Dataset, base model, backtrack traces and warm-start model of the smoke profile, made
-    once per session (tests that write must work on a copy: see ``copy_outputs``)."""
+    """Dataset, base model, backtrack traces, warm-start model and the RL rounds of the smoke
+    profile, made once per session (tests that write must work on a copy: see ``copy_outputs``)."""
     from tasks.build_dataset import run_build_dataset
     from tasks.common import Paths, setup_process
     from tasks.config import load_params
+    from tasks.rl_round import run_rl_round
+    from tasks.rl_start import run_rl_start
     from tasks.sft_warmstart import run_sft_warmstart
     from tasks.synthesize_backtracks import run_synthesize_backtracks
     from tasks.train_base import run_train_base
@@ -52,6 +54,11 @@ def trained_smoke(tmp_path_factory):
     summary = run_train_base(params, paths)
     run_synthesize_backtracks(params, paths)
     run_sft_warmstart(params, paths)
+    for arm in params.rl.arms:
+        for seed in params.rl.seeds:
+            run_rl_start(params.rl.start, paths, arm, seed)
+            for link in params.rl.rounds:
+                run_rl_round(params, paths, arm, seed, link.n)
     return params, paths, summary
 
 

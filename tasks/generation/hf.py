@@ -69,6 +69,10 @@ class HFBackend:
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model.eval(), tokenizer
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     @classmethod
     def from_pretrained(cls, path: str, **_: object) -> "HFBackend":
         model, tokenizer = load_policy(path)
@@ -82,16 +86,16 @@ class HFBackend:
         torch.manual_seed(params.seed)  # generate() draws from the global generator
         greedy = params.temperature == 0
         out = self.model.generate(
-            input_ids=ids, attention_mask=attention, do_sample=not greedy,
+            input_ids=ids.to(self.device), attention_mask=attention.to(self.device), do_sample=not greedy,
             temperature=None if greedy else params.temperature, top_p=None if greedy else params.top_p,
             top_k=None, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
             eos_token_id=None if params.ignore_eos else tok.eos_token_id, return_dict_in_generate=True,
             output_logits=params.logprobs,
         )
-        new = out.sequences[:, ids.shape[1]:]
+        new = out.sequences[:, ids.shape[1]:].cpu()
         logprobs = None
         if params.logprobs:  # untempered model log-probs of the chosen tokens
-            logits = torch.stack(out.logits, dim=1).float()
+            logits = torch.stack(out.logits, dim=1).float().cpu()
             logprobs = torch.log_softmax(logits, -1).gather(-1, new[..., None]).squeeze(-1)
         eos = set() if params.ignore_eos else {tok.eos_token_id}
         completions = [
@@ -104,7 +108,7 @@ class HFBackend:
     def next_tokens(self, seqs: Sequence[Sequence[int]], temperature: float, generator: torch.Generator) -> list[int]:
         # right padding is safe: causal attention never looks at the pads after a sequence
         ids, last = _right_padded(seqs, self.tokenizer.pad_token_id)
-        logits = self.model(input_ids=ids).logits[torch.arange(len(seqs)), last]
+        logits = self.model(input_ids=ids.to(self.device)).logits[torch.arange(len(seqs)), last]
         return _draw(logits, temperature, generator).tolist()
 
     @torch.no_grad()
@@ -113,7 +117,7 @@ class HFBackend:
         for b in range(0, len(seqs), batch_size):
             chunk = seqs[b : b + batch_size]
             ids, _ = _right_padded(chunk, self.tokenizer.pad_token_id)
-            logp = torch.log_softmax(self.model(input_ids=ids).logits.float(), -1)
+            logp = torch.log_softmax(self.model(input_ids=ids.to(self.device)).logits.float().cpu(), -1)
             picked = logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
             out += [picked[row, : len(s) - 1].tolist() for row, s in enumerate(chunk)]
         return out

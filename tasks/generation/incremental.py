@@ -27,6 +27,7 @@ class StepSession:
         if not seqs or any(len(s) == 0 for s in seqs):
             raise ValueError("every sequence needs at least one token")
         self.model, self.pad_id = model, pad_id
+        self.device = next(model.parameters()).device
         width = max(map(len, seqs))
         ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
         keep = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -34,12 +35,13 @@ class StepSession:
             ids[row, width - len(s):] = torch.tensor(list(s))
             keep[row, width - len(s):] = 1
         self.cache = None
-        self.keys = torch.zeros((len(seqs), 0), dtype=torch.long)  # 1 = a real token in the cache
-        self.length = torch.zeros(len(seqs), dtype=torch.long)  # real tokens per row so far
+        self.keys = torch.zeros((len(seqs), 0), dtype=torch.long, device=self.device)  # 1 = a real cached token
+        self.length = torch.zeros(len(seqs), dtype=torch.long, device=self.device)  # real tokens per row so far
         self.logits = self._forward(ids, keep)
 
     @torch.no_grad()
     def _forward(self, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        ids, keep = ids.to(self.device), keep.to(self.device)
         positions = self.length[:, None] + (keep.cumsum(-1) - 1).clamp(min=0)
         self.keys = torch.cat([self.keys, keep], dim=-1)
         out = self.model(input_ids=ids, attention_mask=self.keys, position_ids=positions,
@@ -63,6 +65,6 @@ class StepSession:
                 ids[row, width - len(b):] = torch.tensor(list(b))
                 keep[row, width - len(b):] = 1
         new = self._forward(ids, keep)
-        grew = keep[:, -1].bool()
+        grew = keep[:, -1].bool().to(self.device)
         self.logits = torch.where(grew[:, None], new, self.logits)
         return self.logits

@@ -38,16 +38,16 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _tree_forward(model, cache, ids: torch.Tensor, pos: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Logits of a block of tree tokens appended to ``cache`` (which it extends)."""
-    dtype = next(model.parameters()).dtype
-    out = model(input_ids=ids, position_ids=pos, past_key_values=cache, attention_mask=_additive(allowed, dtype),
-                use_cache=True)
-    return out.logits[0]
+    """Logits (on the CPU) of a block of tree tokens appended to ``cache`` (which it extends)."""
+    param = next(model.parameters())
+    out = model(input_ids=ids.to(param.device), position_ids=pos.to(param.device), past_key_values=cache,
+                attention_mask=_additive(allowed, param.dtype).to(param.device), use_cache=True)
+    return out.logits[0].float().cpu()
 
 
 def _encode(model, ids: list[int]):
-    out = model(input_ids=torch.tensor([ids]), use_cache=True)
-    return out.past_key_values, out.logits[0]
+    out = model(input_ids=torch.tensor([ids], device=next(model.parameters()).device), use_cache=True)
+    return out.past_key_values, out.logits[0].float().cpu()
 
 
 class _Tree:
@@ -161,9 +161,10 @@ def naive_logprobs(model, job: ProbeJob, term_ids: list[int], answer_ids: list[i
 
 def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     """Sample one token per row (argmax when ``temperature`` is 0)."""
+    logits = logits.float().cpu()  # the generator lives on the CPU
     if temperature == 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, -1)
+    probs = torch.softmax(logits / temperature, -1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -209,7 +210,9 @@ def batched_cut_logprobs(model, jobs: list[ProbeJob], term_ids: list[int], answe
             ids[r, :n], pos[r, :n] = torch.tensor(row_ids), torch.tensor(row_pos)
             allowed[r, :n, :n] = row_allowed
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-        logits = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
+        device = next(model.parameters()).device
+        logits = model(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask.to(device)).logits
+        logits = logits.float().cpu()
         for r, ((_, _, _, starts), (_, ans)) in enumerate(zip(rows, chunk)):
             T = len(term_ids)
             # logits at the last termination token and at each answer token but the last predict the answer

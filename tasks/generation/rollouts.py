@@ -41,6 +41,7 @@ class Rollout:
     answer_start: int = -1  # index in token_ids where the answer begins
     forced_continuations: int = 0  # budget forcing: stops overridden
     start_len: int = 0  # tokens given at the start (prompt, or a prefix of another rollout)
+    budget: int = 0  # generated tokens this rollout may spend before its answer is forced
 
     def role_count(self, role: Role) -> int:
         return sum(r == role for r in self.roles)
@@ -60,6 +61,8 @@ class Start:
     token_ids: tuple[int, ...] | None = None
     roles: tuple[Role, ...] | None = None
     state: Any = None
+    budget: int | None = None  # overrides the run's budget for this start
+    answer_now: bool = False  # force the answer at once (the meta-prover's sample at this prefix)
 
 
 class RolloutEngine:
@@ -87,7 +90,8 @@ class RolloutEngine:
 
     def run_from(self, starts: list[Start], budget: int, seed: int, batch_size: int, budget_forcing: bool = False,
                  desc: str | None = None, stop_when: Callable[[Any], bool] | None = None) -> list[Rollout]:
-        """Rollouts from given starts. ``budget`` counts generated tokens after the start;
+        """Rollouts from given starts. ``budget`` counts generated tokens after the start (a
+        start's own ``budget`` overrides it; ``answer_now`` starts answer at once);
         ``stop_when(state)``, checked after each environment step, ends a rollout early with
         no answer (``stopped_by == "condition"``), e.g. at the end of an attempt."""
         out: list[Rollout] = []
@@ -97,7 +101,7 @@ class RolloutEngine:
         return out
 
     def _run_batch(self, starts, budget: int, forcing: bool, gen: torch.Generator, stop_when) -> list[Rollout]:
-        rolls = [self._start(s) for s in starts]
+        rolls = [self._start(s, budget) for s in starts]
         active = list(range(len(rolls)))
         # incremental decoding over one KV cache where the backend offers it (hf); otherwise
         # every step re-reads the sequences (vllm, with its prefix cache)
@@ -112,7 +116,7 @@ class RolloutEngine:
             still = []
             for i, t in zip(active, next_ids):
                 before = len(rolls[i].token_ids)
-                if not self._advance(rolls[i], t, budget, forcing, stop_when):
+                if not self._advance(rolls[i], t, rolls[i].budget, forcing, stop_when):
                     still.append(i)
                 blocks[i] = rolls[i].token_ids[before:]
             active = still
@@ -121,13 +125,29 @@ class RolloutEngine:
         self._score_exact([r for r in rolls if r.answer_start >= 0])
         return rolls
 
-    def _start(self, start: Start) -> Rollout:
+    def prefix_of(self, r: Rollout, cut: int, sample: int = 0, budget: int | None = None,
+                  answer_now: bool = False) -> Start:
+        """A start holding the first ``cut`` tokens of rollout ``r`` (e.g. its first k episodes),
+        with the environment state replayed from the policy's actions in them."""
+        state = self.env.initial_state(r.problem)
+        for t, role in zip(r.token_ids[:cut], r.roles[:cut]):
+            if role == Role.GENERATED:
+                state = self.env.step(state, self.id_text[t]).state
+        return Start(r.problem, sample, tuple(r.token_ids[:cut]), tuple(r.roles[:cut]), state, budget, answer_now)
+
+    def _start(self, start: Start, budget: int) -> Rollout:
+        budget = budget if start.budget is None else start.budget
         if start.token_ids is None:
             ids = self.encode(start.problem.prompt)
-            return Rollout(start.problem, start.sample, list(ids), [Role.PROMPT] * len(ids),
-                           self.env.initial_state(start.problem), start_len=len(ids))
-        return Rollout(start.problem, start.sample, list(start.token_ids), list(start.roles), start.state,
-                       start_len=len(start.token_ids))
+            r = Rollout(start.problem, start.sample, list(ids), [Role.PROMPT] * len(ids),
+                        self.env.initial_state(start.problem), start_len=len(ids), budget=budget)
+        else:
+            r = Rollout(start.problem, start.sample, list(start.token_ids), list(start.roles), start.state,
+                        start_len=len(start.token_ids), budget=budget)
+        if start.answer_now or budget <= 0:  # no generation before the answer: force it now
+            self._append(r, self.term_ids, Role.FORCED)
+            r.stopped_by, r.answer_start = "budget", len(r.token_ids)
+        return r
 
     def _append(self, r: Rollout, ids: list[int], role: Role) -> None:
         r.token_ids += ids

@@ -15,6 +15,8 @@ from mrt_core.metrics import (
     maj_at_k,
     maj_at_k_batch,
     pass_at_k,
+    seed_interval,
+    t_quantile,
     token_efficiency,
     tokens_to_reach,
 )
@@ -241,3 +243,25 @@ def test_token_efficiency_note_when_a_never_reaches():
     assert eff.tokens_a is None and eff.ratio is None and eff.note == "A never reaches 0.85"
     with pytest.raises(FrozenInstanceError):
         eff.ratio = 1.0
+
+
+# --- intervals over seeds, METHOD.md (19) --------------------------------------------------------
+
+@pytest.mark.parametrize("df, expected", [
+    (1, 12.706205),  # Cauchy: tan(pi * 0.475)
+    (2, 4.302653),   # closed form (2p - 1) / sqrt(2p(1 - p)) at p = 0.975
+    (4, 2.776445),   # tables
+    (30, 2.042272),
+])
+def test_t_quantile_matches_closed_forms_and_tables(df, expected):
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-5)
+    assert t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-5)
+
+
+def test_seed_interval_hand_value():
+    # seeds 0.5, 0.6, 0.7: mean 0.6, s = 0.1, half width 4.302653 * 0.1 / sqrt(3) = 0.248414
+    mean, lo, hi = seed_interval(np.array([0.5, 0.6, 0.7]))
+    assert mean == pytest.approx(0.6)
+    assert (lo, hi) == pytest.approx((0.6 - 0.248414, 0.6 + 0.248414), abs=1e-5)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seed_interval(np.array([0.5]))

@@ -108,3 +108,32 @@ def test_exit_status_is_2_from_the_command_line(tmp_path):
     assert proc.returncode == 2
     assert "build_dataset.val_fraction = 'half'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_broken_round_chain_names_the_right_one(tmp_path, monkeypatch, capsys):
+    path = write_params(tmp_path, rl={"rounds": [{"n": 1, "prev": "r0"}, {"n": 3, "prev": "r1"}]})
+    assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "rl.rounds must be the chain",
+                                  "[{n: 1, prev: r0}, {n: 2, prev: r1}]")
+
+
+def test_evaluating_a_model_the_pipeline_does_not_make(tmp_path, monkeypatch, capsys):
+    path = write_params(tmp_path, evaluate={"models": ["base", "mrt_star"]})
+    assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "evaluate.models ['mrt_star']",
+                                  "an arm of rl.arms (grpo, mrt_dense)", stage=evaluate)
+
+
+def test_mixed_groups_need_continuations(tmp_path, monkeypatch, capsys):
+    path = write_params(tmp_path, rl={"answer_now": 8})
+    assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "rl.answer_now=8 must be below rl.group_size=8")
+
+
+def test_rl_round_refuses_an_arm_outside_the_params_or_a_missing_start(tmp_path, monkeypatch, capsys):
+    from tasks import rl_round
+
+    monkeypatch.chdir(tmp_path)
+    for arm, needle in (("mrt_star", "mrt_star seed 0 round 1 is not in rl.arms"),
+                        ("grpo", "rl/grpo/s0/r0/start.json is missing")):
+        with pytest.raises(SystemExit) as exc:
+            rl_round.main(["--params", str(REPO / "params.yaml"), "--arm", arm, "--seed", "0", "--round", "1"])
+        assert exc.value.code == 2 and needle in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

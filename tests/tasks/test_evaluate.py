@@ -13,11 +13,16 @@ from tests.conftest import copy_outputs
 
 def test_writes_metrics_plots_and_rollouts(trained_smoke, tmp_path):
     params, paths, _ = trained_smoke
-    paths = copy_outputs(paths, tmp_path, "dataset", "base_model", "warmstart_model")
+    paths = copy_outputs(paths, tmp_path, "dataset", "base_model", "warmstart_model", "rl")
     results = run_evaluate(params, paths)
     budgets = params.evaluate.budgets
     metrics = json.loads((paths.metrics / "evaluate.json").read_text())
-    assert set(metrics) == {"base", "warmstart", "bisection", "data_policy"}
+    # every model the pipeline made (each arm's round per seed), each arm over its seeds, references
+    assert set(metrics) == {"base", "warmstart", "grpo/s0/r1", "mrt_dense/s0/r1", "grpo", "mrt_dense", "bisection",
+                            "data_policy"}
+    # one seed: the arm's row is that seed's, with its interval over problems
+    assert metrics["grpo"]["B4"]["accuracy"] == metrics["grpo/s0/r1"]["B4"]["accuracy"]
+    assert metrics["grpo"]["B4"]["ci_over"] == "problems" and metrics["grpo"]["B4"]["n_seeds"] == 1
     assert list(metrics["base"]) == [f"B{b}" for b in budgets]
     for row in list(metrics["base"].values()) + list(metrics["warmstart"].values()):
         assert 0 <= row["ci_low"] <= row["accuracy"] <= row["ci_high"] <= 1
@@ -45,7 +50,7 @@ def test_writes_metrics_plots_and_rollouts(trained_smoke, tmp_path):
     plot = json.loads((paths.plots / "accuracy_vs_budget.json").read_text())
     assert [r["budget"] for r in plot] == budgets
     assert (paths.plots / "accuracy_vs_budget.png").read_bytes()[:4] == b"\x89PNG"
-    for model in ("base", "warmstart"):
+    for model in ("base", "warmstart", "grpo_s0_r1"):
         lines = (paths.eval_dir / f"rollouts_{model}.jsonl").read_text().splitlines()
         assert len(lines) == len(budgets) * 2 * params.evaluate.n_samples  # 2 test problems
         last = [json.loads(line) for line in lines if json.loads(line)["budget"] == budgets[-1]]

@@ -15,7 +15,7 @@ from tests.conftest import copy_outputs
 @pytest.fixture(scope="module")
 def report(trained_smoke, tmp_path_factory):
     params, paths, _ = trained_smoke
-    paths = copy_outputs(paths, tmp_path_factory.mktemp("report"), "dataset", "base_model", "warmstart_model")
+    paths = copy_outputs(paths, tmp_path_factory.mktemp("report"), "dataset", "base_model", "warmstart_model", "rl")
     run_evaluate(params, paths)
     figs = run_report(params, paths)
     return paths, figs

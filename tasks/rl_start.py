@@ -1,0 +1,42 @@
+"""Stage ``rl_start``: where round 1 of every RL arm and seed starts (``rl.start``).
+
+Writes ``rl/<arm>/s<seed>/r0/start.json`` naming the start model and the hash of its weights,
+so round 1 has a predecessor like every later round (DVC cannot compute "the round before" in a
+matrix stage) and re-runs when the start model changes.
+
+    python -m tasks.rl_start --arm grpo --seed 0     # what dvc.yaml runs
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tasks.common import Paths, write_json_atomic
+from tasks.config import load_params_or_exit
+from tasks.modeling import model_hash
+
+
+def run_rl_start(start: str, paths: Paths, arm: str, seed: int) -> dict:
+    model = paths.model(start)
+    if not (model / "config.json").exists():
+        raise FileNotFoundError(f"{model} holds no model: run the stage that trains it first (dvc repro)")
+    pointer = {"model": start, "weights_sha256": model_hash(model), "arm": arm, "seed": seed}
+    write_json_atomic(paths.rl_round(arm, seed, 0) / "start.json", pointer)
+    return pointer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--arm", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    args = parser.parse_args(argv)
+    params = load_params_or_exit(args.params)
+    try:
+        print(f"rl_start: {run_rl_start(params.rl.start, Paths(), args.arm, args.seed)}")
+    except FileNotFoundError as exc:
+        raise SystemExit(f"rl_start: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
