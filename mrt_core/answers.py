@@ -14,6 +14,7 @@ huge inputs cost O(n) time and O(1) stack.
 from __future__ import annotations
 
 import re
+from collections import deque
 
 BOX_COMMANDS: tuple[str, ...] = ("\\boxed", "\\fbox")
 # "\boxed" (or "\fbox") not followed by a letter: "\boxedx" is another command.
@@ -64,9 +65,7 @@ def last_boxed(text: str) -> str | None:
     """The content of the last ``\\boxed``/``\\fbox`` in ``text``; None when there is none, or
     when the last one is unbalanced or empty (a cut-off answer is no answer; an earlier box is
     not used in its place). METHOD.md, Objects (the reward r(x, y))."""
-    last = None
-    for last in _BOX.finditer(text):
-        pass
+    last = _last_match(_BOX, text)
     return None if last is None else boxed_content(text, last.end())
 
 
@@ -75,9 +74,7 @@ def pattern_answer(text: str, pattern: str | re.Pattern[str]) -> str | None:
     else group 1 if it has groups, else the whole match; stripped; None when absent or empty.
     METHOD.md, Objects (the reward r(x, y))."""
     regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-    last = None
-    for last in regex.finditer(text):
-        pass
+    last = _last_match(regex, text)
     if last is None:
         return None
     if "answer" in regex.groupindex:
@@ -99,12 +96,35 @@ def answer_closed(text: str) -> bool:
     """Whether the last box command in ``text`` has its closing brace: the point at which a
     forced answer (termination text ending in ``\\boxed{``) is complete and generation can
     stop. METHOD.md (1) (the forced answer of the meta-prover)."""
-    last = None
-    for last in _BOX.finditer(text):
-        pass
+    last = _last_match(_BOX, text)
     if last is None:
         return False
     i = last.end()
     while i < len(text) and text[i] in " \t\n":
         i += 1
     return i < len(text) and text[i] == "{" and matching_brace(text, i) is not None
+
+
+def braces_balanced(text: str) -> bool:
+    """Whether every ``{`` in ``text`` closes and no ``}`` closes nothing (escaped braces do not
+    count): the structural check a reference answer must pass to be gradable. METHOD.md,
+    Objects (the reward r(x, y))."""
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                return False
+        i += 1
+    return depth == 0
+
+
+def _last_match(regex: re.Pattern[str], text: str) -> re.Match[str] | None:
+    found = deque(regex.finditer(text), maxlen=1)
+    return found[0] if found else None

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mrt_core.answers import answer_closed, extract_answer, last_boxed, matching_brace, pattern_answer
+from mrt_core.answers import answer_closed, braces_balanced, extract_answer, last_boxed, matching_brace, pattern_answer
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -75,3 +75,11 @@ def test_missing_text_is_no_answer():
 ])
 def test_answer_closed(text, closed):
     assert answer_closed(text) is closed
+
+
+@pytest.mark.parametrize("text, balanced", [
+    ("\\frac{1}{2}", True), ("\\{1, 2\\}", True), ("{", False), ("}{", False), ("a}", False), ("", True),
+    ("\\}", True), ("{\\}", False),
+])
+def test_braces_balanced(text, balanced):
+    assert braces_balanced(text) is balanced
