@@ -1,7 +1,7 @@
 """A math grader on ``math-verify`` with a per-call wall-clock limit held by worker processes.
 
 ``MathGrader`` implements ``mrt_core.envs.base.Grader``: ``grade(answer, reference) -> bool``.
-The answer is what ``mrt_core.answers.extract_answer`` took from the model's text (or None);
+The answer is what ``mrt_core.envs.answers.extract_answer`` took from the model's text (or None);
 the reference is the dataset's answer. Both are parsed as LaTeX by math-verify and compared
 for mathematical equivalence (1/2 = \\frac12 = 0.5, sets in any order, intervals, ...).
 

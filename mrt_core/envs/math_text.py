@@ -1,13 +1,13 @@
-"""Single-turn text problems (math): templates, forced answers and episodes of open-ended traces.
+"""Single-turn text problems (math): forced answers and episodes of open-ended traces.
 
 A math problem has no interactive feedback: the policy writes one long output, the
 environment never answers (every step's observation is empty and never wasted), and the
 grader decides whether the final answer is right. What this module adds over the interface:
 
-- ``MathTemplate``: every string the model sees (set from the ``template`` section of
-  params): the prompt format, the text the policy uses to end its thinking (``think_close``),
-  the termination text that forces an answer (the meta-prover's question, METHOD.md (1)),
-  the continuation text of budget forcing, and the episode markers.
+- The strings come from a ``MathTemplate`` (``mrt_core.envs.templates``): the prompt format,
+  the text the policy uses to end its thinking (``think_close``), the termination text that
+  forces an answer (the meta-prover's question, METHOD.md (1)), the continuation text of
+  budget forcing, and the episode markers.
 - Two styles. ``r1_think``: an R1-style ``<think>`` block whose episodes start at reflection
   markers ("Wait", "Alternatively", ...; ``mrt_core.episodes.segment_reflection``).
   ``backtrack``: numbered steps ("Step 1: ...") whose episodes start at a backtrack marker
@@ -22,11 +22,11 @@ The grader is injected (``tasks.grading.MathGrader`` in the pipeline), so this m
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from mrt_core.answers import answer_closed, extract_answer
+from mrt_core.envs.answers import answer_closed, extract_answer
 from mrt_core.envs.base import Grader, Problem, StepResult
+from mrt_core.envs.templates import MathTemplate, render_prompt
 from mrt_core.episodes import (
     DEFAULT_REFLECTION_MARKERS,
     Boundary,
@@ -35,81 +35,6 @@ from mrt_core.episodes import (
     segment_backtrack,
     segment_reflection,
 )
-
-PROBLEM_FIELD = "{problem}"
-STEP_FIELD = "{n}"
-STYLES = ("r1_think", "backtrack")
-
-R1_PROMPT = ("<|user|>\n{problem}\nPlease reason step by step, and put your final answer within \\boxed{}.\n"
-             "<|assistant|>\n<think>\n")
-R1_TERMINATION = "\n\nTime is up. I should stop thinking and give a final answer.\n</think>\n\nFinal answer: \\boxed{"
-BACKTRACK_PROMPT = (
-    "<|user|>\n{problem}\nSolve the problem in numbered steps (\"Step 1: ...\"). If a step turns out wrong, "
-    "write \"Backtrack to step N\" and go on from step N. End with the final answer within \\boxed{}.\n<|assistant|>\n"
-)
-BACKTRACK_TERMINATION = "\n\nTime is up. Final answer: \\boxed{"
-
-
-@dataclass(frozen=True)
-class MathTemplate:
-    """Every string the model sees around a text problem (all set from params)."""
-
-    style: str = "r1_think"
-    prompt: str = R1_PROMPT  # must contain "{problem}" once; no other braces are special
-    think_close: str = "</think>"  # the policy ends its thinking with this (r1_think)
-    termination_text: str = R1_TERMINATION  # forces the answer: the meta-prover's question
-    continuation_text: str = "\n\nWait"  # budget forcing: appended when an early stop is overridden
-    answer_pattern: str | None = None  # regex for the answer; None = the last \boxed{...}
-    reflection_markers: tuple[str, ...] = DEFAULT_REFLECTION_MARKERS  # r1_think episode starts
-    min_gap: int = 2  # paragraphs between kept reflection boundaries (segment_reflection)
-    max_episodes: int | None = None
-    group_size: int = 1
-    step_text: str = "Step {n}:"  # backtrack style: how a step starts
-    backtrack_text: str = "Backtrack to step {n}"  # backtrack style: episode start
-    max_answer_tokens: int = 32  # longest forced answer
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.style not in STYLES:
-            problems.append(f"style must be one of {STYLES}, got {self.style!r}")
-        if self.prompt.count(PROBLEM_FIELD) != 1:
-            problems.append(f"prompt must contain {PROBLEM_FIELD} exactly once, got {self.prompt.count(PROBLEM_FIELD)}")
-        if not self.termination_text or not self.think_close:
-            problems.append("termination_text and think_close must be non-empty")
-        if self.answer_pattern is not None:
-            try:
-                re.compile(self.answer_pattern)
-            except re.error as exc:
-                problems.append(f"answer_pattern is not a valid regex: {exc}")
-        if not self.reflection_markers or any(not m for m in self.reflection_markers):
-            problems.append("reflection_markers must be non-empty strings")
-        for name in ("step_text", "backtrack_text"):
-            if getattr(self, name).count(STEP_FIELD) != 1:
-                problems.append(f"{name} must contain {STEP_FIELD} exactly once")
-        if self.min_gap < 0 or self.group_size < 1 or (self.max_episodes is not None and self.max_episodes < 1):
-            problems.append("need min_gap >= 0, group_size >= 1, max_episodes >= 1 or None")
-        if self.max_answer_tokens < 1:
-            problems.append("max_answer_tokens must be >= 1")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def backtrack_regex(self) -> str:
-        """``backtrack_text`` as a regex: ``{n}`` matches a step number."""
-        before, after = self.backtrack_text.split(STEP_FIELD)
-        return re.escape(before) + r"\d+" + re.escape(after)
-
-    def step_header(self, n: int) -> str:
-        return self.step_text.replace(STEP_FIELD, str(n))
-
-    def backtrack_marker(self, n: int) -> str:
-        return self.backtrack_text.replace(STEP_FIELD, str(n))
-
-
-def render_prompt(template: MathTemplate, problem: str) -> str:
-    """The prompt the model sees: ``template.prompt`` with ``{problem}`` replaced by the problem
-    text (a plain replacement: braces in the problem or the template stay as they are).
-    METHOD.md, Objects (the problem x)."""
-    return template.prompt.replace(PROBLEM_FIELD, problem)
 
 
 @dataclass(frozen=True)
@@ -189,7 +114,8 @@ class MathEnv:
         t = self.template
         if t.style == "backtrack":
             return segment_backtrack(text, (t.backtrack_regex(),))
-        return segment_reflection(text, t.reflection_markers, t.min_gap, t.max_episodes, t.group_size)
+        markers = DEFAULT_REFLECTION_MARKERS if t.reflection_markers is None else t.reflection_markers
+        return segment_reflection(text, markers, t.min_gap, t.max_episodes, t.group_size)
 
     def episodes(self, text: str, token_offsets=None) -> tuple[Episode, ...]:
         """The episodes ``z_0..z_{k-1}`` of an output; ``token_offsets`` as in

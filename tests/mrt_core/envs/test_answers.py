@@ -2,7 +2,14 @@
 
 import pytest
 
-from mrt_core.answers import answer_closed, braces_balanced, extract_answer, last_boxed, matching_brace, pattern_answer
+from mrt_core.envs.answers import (
+    answer_closed,
+    braces_balanced,
+    extract_answer,
+    last_boxed,
+    matching_brace,
+    pattern_answer,
+)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -11,8 +11,8 @@ Two normal forms, on purpose:
 
 Contamination of an evaluation problem by a training problem is an exact match of keys, or a
 share of the evaluation problem's word n-grams (``word_ngrams``) found in one training problem
-at or above a threshold (``contamination``). A problem with fewer than n words has no n-grams
-and can only match exactly.
+at or above a threshold (``contamination`` returns every such pair). A problem with fewer than
+n words has no n-grams and can only match exactly.
 """
 
 from __future__ import annotations
@@ -89,30 +89,26 @@ class Overlap:
 
 
 def contamination(eval_keys: Sequence[str], train_keys: Sequence[str], n: int, threshold: float) -> list[Overlap]:
-    """Every evaluation problem found in the training problems, by exact key or by n-gram share
-    >= ``threshold`` (the training problem sharing the most n-grams; ties to the lowest index).
-    One ``Overlap`` per contaminated evaluation problem, in order. METHOD.md, Objects."""
+    """Every (evaluation, training) pair where the evaluation problem is found in the training
+    problem: equal keys ("exact"), or a share >= ``threshold`` of the evaluation problem's
+    n-grams in it ("ngram"). Sorted by evaluation index, then by score (highest first), then
+    by training index. METHOD.md, Objects (the problem x)."""
     if not 0 < threshold <= 1:
         raise ValueError(f"the n-gram overlap threshold must be in (0, 1], got {threshold}")
-    exact = {}
-    for j, key in enumerate(train_keys):
-        exact.setdefault(key, j)
+    exact: dict[str, list[int]] = {}
     index: dict[tuple[str, ...], list[int]] = {}
     for j, key in enumerate(train_keys):
+        exact.setdefault(key, []).append(j)
         for gram in word_ngrams(key, n):
             index.setdefault(gram, []).append(j)
     found = []
     for i, key in enumerate(eval_keys):
-        if key in exact:
-            found.append(Overlap(i, exact[key], "exact", 1.0))
-            continue
+        same = set(exact.get(key, ()))
+        pairs = [Overlap(i, j, "exact", 1.0) for j in same]
         grams = word_ngrams(key, n)
-        if not grams:
-            continue
-        shared = Counter(j for gram in grams for j in index.get(gram, ()))
-        if shared:
-            best, count = min(shared.items(), key=lambda item: (-item[1], item[0]))
-            score = count / len(grams)
-            if score >= threshold:
-                found.append(Overlap(i, best, "ngram", score))
+        if grams:
+            shared = Counter(j for gram in grams for j in index.get(gram, ()))
+            pairs += [Overlap(i, j, "ngram", c / len(grams)) for j, c in shared.items()
+                      if j not in same and c / len(grams) >= threshold]
+        found += sorted(pairs, key=lambda o: (-o.score, o.train_index))
     return found

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mrt_core.problem_text import (
+from mrt_core.envs.problem_text import (
     Overlap,
     clean_answer,
     clean_text,
@@ -55,8 +55,11 @@ def test_contamination_exact_and_ngram():
     assert contamination(evals, train, n=5, threshold=0.7) == [Overlap(0, 0, "exact", 1.0)]
 
 
-def test_contamination_ties_go_to_the_lowest_train_index():
-    assert contamination(["a b c d"], ["x a b c", "a b c y"], n=3, threshold=0.5) == [Overlap(0, 0, "ngram", 0.5)]
+def test_contamination_lists_every_training_match_best_first():
+    found = contamination(["a b c d", "q"], ["x a b c", "a b c d e", "b c d", "q"], n=3, threshold=0.5)
+    # "a b c d" has the 3-grams (a b c), (b c d): train 1 holds both, trains 0 and 2 one each.
+    assert found == [Overlap(0, 1, "ngram", 1.0), Overlap(0, 0, "ngram", 0.5), Overlap(0, 2, "ngram", 0.5),
+                     Overlap(1, 3, "exact", 1.0)]
 
 
 def test_contamination_threshold_must_be_a_share():
