@@ -405,3 +405,10 @@ def measure_overhead(grader: MathGrader, n: int = 200) -> dict[str, float]:
     batched_s = (time.perf_counter() - start) / n
     share_correct = (sum(single) + sum(batched)) / (2 * n)
     return {"grade_s": single_s, "grade_many_per_pair_s": batched_s, "share_correct": share_correct}
+
+
+def build_grader(cfg) -> MathGrader:
+    """The grader the ``grader`` section of params configures (``tasks.config.GraderConfig``;
+    duck-typed so that worker processes, which import this module, never import the config)."""
+    return MathGrader(timeout_s=cfg.timeout_s, workers=cfg.workers, max_answer_chars=cfg.max_answer_chars,
+                      options=VerifyOptions(float_rounding=cfg.float_rounding), memory_limit_mb=cfg.memory_limit_mb)

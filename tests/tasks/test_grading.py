@@ -155,6 +155,15 @@ def test_injected_code_is_never_run(grader, tmp_path):
     assert not marker.exists()
 
 
+def test_build_grader_from_params():
+    from tasks.config import GraderConfig
+    from tasks.grading import build_grader
+
+    with build_grader(GraderConfig(timeout_s=1.5, max_answer_chars=12)) as g:
+        assert (g.timeout_s, g.max_answer_chars) == (1.5, 12)
+        assert g.grade("\\frac{1}{2}", "0.5") and not g.grade("1" * 13, "1" * 13)
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="timeout_s > 0"):
         MathGrader(timeout_s=0)
