@@ -40,7 +40,7 @@ from tasks.common import (
     sha256_text,
     write_json_atomic,
 )
-from tasks.config import ColumnsConfig, FilesSource, HFSource, Params, stage_params
+from tasks.config import ColumnsConfig, FilesSource, HFSource, HFSplitConfig, Params, stage_params
 from tasks.tracking import stage_run
 
 SCHEMA_VERSION = 1
@@ -136,7 +136,7 @@ def read_source(source: HFSource | FilesSource) -> dict[str, list[tuple[dict | N
     if source.kind == "files":
         return {split: [r for path in source.files[split] for r in _read_file(Path(path))]
                 for split in SPLITS if split in source.files}
-    return {split: _read_hf(source, source.splits[split]) for split in SPLITS if split in source.splits}
+    return {split: _read_hf(source.split_config(split)) for split in SPLITS if split in source.splits}
 
 
 def _read_file(path: Path) -> list[tuple[dict | None, str]]:
@@ -159,10 +159,10 @@ def _read_file(path: Path) -> list[tuple[dict | None, str]]:
     return out
 
 
-def _read_hf(source: HFSource, split: str) -> list[tuple[dict | None, str]]:
+def _read_hf(spec: HFSplitConfig) -> list[tuple[dict | None, str]]:
     import datasets  # imported here: the embedded default never pays for it
 
-    where = Path(source.dataset)
+    where, split = Path(spec.dataset), spec.split
     try:
         if where.is_dir():  # written by save_to_disk: a Dataset, or a DatasetDict holding the split
             ds = datasets.load_from_disk(str(where))
@@ -171,14 +171,14 @@ def _read_hf(source: HFSource, split: str) -> list[tuple[dict | None, str]]:
                     raise SourceError(f"{where} has splits {sorted(ds)}, not {split!r} (build_dataset.source.splits)")
                 ds = ds[split]
         else:
-            ds = datasets.load_dataset(source.dataset, source.config_name, split=split, revision=source.revision)
+            ds = datasets.load_dataset(spec.dataset, spec.config_name, split=split, revision=spec.revision)
     except SourceError:
         raise
     except Exception as exc:  # noqa: BLE001 - any loading failure is reported with the dataset named
-        raise SourceError(f"cannot load {source.dataset!r} split {split!r}: {type(exc).__name__}: {exc}") from exc
-    cols = source.columns
+        raise SourceError(f"cannot load {spec.dataset!r} split {split!r}: {type(exc).__name__}: {exc}") from exc
+    cols = spec.columns
     wanted = [c for c in (cols.problem, cols.answer, cols.solution, cols.id) if c and c in ds.column_names]
-    return [(r, f"{source.dataset}[{split}]:row {i}") for i, r in enumerate(ds.select_columns(wanted).to_list())]
+    return [(r, f"{spec.dataset}[{split}]:row {i}") for i, r in enumerate(ds.select_columns(wanted).to_list())]
 
 
 def extract_row(record: dict | None, columns: ColumnsConfig) -> tuple[dict | None, str | None]:
@@ -219,13 +219,14 @@ def build_text_rows(params: Params) -> tuple[dict[str, list[dict]], dict]:
     cfg = params.build_dataset
     source = cfg.source
     raw = read_source(source)
-    _check_columns(raw, source.columns)
+    _check_columns(raw, source)
     good: dict[str, list[dict]] = {}
     bad: list[dict] = []
     for split, records in raw.items():
         good[split] = []
+        columns = source.columns_for(split)
         for row, (record, where) in enumerate(records):
-            item, reason = extract_row(record, source.columns)
+            item, reason = extract_row(record, columns)
             if item is None:
                 bad.append({"split": split, "row": row, "where": where, "reason": reason})
             else:
@@ -240,14 +241,15 @@ def build_text_rows(params: Params) -> tuple[dict[str, list[dict]], dict]:
         report["val_cut_from_train"] = len(good["val"])
     report["contamination"] = _decontaminate(good, cfg)
     report["sampled_out"] = _sample(good, cfg.max_rows, cfg.seed)
-    report["ids"] = _assign_ids(good, bool(source.columns.id))
+    report["ids"] = _assign_ids(good, {split: bool(source.columns_for(split).id) for split in raw})
     template = params.template.spec()
     return {split: _output_rows(good[split], split, template, params.env.kind) for split in SPLITS}, report
 
 
-def _check_columns(raw: dict[str, list], columns: ColumnsConfig) -> None:
+def _check_columns(raw: dict[str, list], source: HFSource | FilesSource) -> None:
     """A problem column absent from a whole split is a mapping error, not 100% bad rows."""
     for split, records in raw.items():
+        columns = source.columns_for(split)
         present = set().union(*(r.keys() for r, _ in records if r is not None)) if records else set()
         if records and present and columns.problem not in present:
             raise SourceError(f"split {split!r} has no column {columns.problem!r} (columns: {sorted(present)}): "
@@ -342,14 +344,18 @@ def _sample(good: dict[str, list[dict]], max_rows: dict[str, int], seed: int) ->
     return out
 
 
-def _assign_ids(good: dict[str, list[dict]], from_column: bool) -> str:
+def _assign_ids(good: dict[str, list[dict]], from_column: dict[str, bool]) -> dict[str, str]:
     """Set each item's ``id``: the source id column (must be present and unique), or a hash of
     the problem's comparison key (unique after dedupe; a problem kept in two splits under
-    ``action: report`` gets the split appended the second time). Returns how ids were made."""
+    ``action: report`` gets the split appended the second time). ``from_column`` per source
+    split (val cut from train follows train). Returns how each split's ids were made."""
     seen: dict[str, str] = {}
+    how = {}
     for split in SPLITS:
+        column = from_column.get(split, from_column["train"])
+        how[split] = "column" if column else "hash"
         for item in good[split]:
-            if from_column:
+            if column:
                 pid = item["source_id"]
                 if not pid or pid in seen:
                     problem = "missing" if not pid else f"also used in {seen[pid]}"
@@ -361,7 +367,7 @@ def _assign_ids(good: dict[str, list[dict]], from_column: bool) -> str:
                     pid = f"{pid}-{split}"
             seen[pid] = split
             item["id"] = pid
-    return "column" if from_column else "hash"
+    return how
 
 
 def _output_rows(items: list[dict], split: str, template, env_kind: str) -> list[dict]:

@@ -109,22 +109,56 @@ class EmbeddedSource(Section):
     kind: Literal["embedded"] = "embedded"
 
 
+class HFSplitConfig(Section):
+    """One of our splits from a Hugging Face dataset split; unset fields fall back to the source's."""
+
+    split: str = Field(min_length=1, description="the dataset's split (hub split expressions like train[:500] work)")
+    dataset: str | None = Field(None, description="hub id or save_to_disk folder; null: the source's dataset")
+    config_name: str | None = None
+    revision: str | None = None
+    columns: ColumnsConfig | None = Field(None, description="null: the source's columns")
+
+
 class HFSource(Section):
-    """A Hugging Face dataset: a hub id (read with ``datasets.load_dataset``) or a folder written
-    by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (read with ``load_from_disk``)."""
+    """Hugging Face datasets: a hub id (read with ``datasets.load_dataset``) or a folder written
+    by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (read with ``load_from_disk``).
+    Each of our splits names a split of ``dataset``, or its own dataset (train on one set,
+    test on MATH-500)."""
 
     kind: Literal["hf"]
-    dataset: str = Field(min_length=1, description="hub id (e.g. HuggingFaceH4/MATH-500) or a save_to_disk folder")
+    dataset: str | None = Field(None, description="hub id (e.g. HuggingFaceH4/MATH-500) or a save_to_disk folder; "
+                                "the default of every split")
     config_name: str | None = Field(None, description="the dataset's configuration (hub only)")
     revision: str | None = Field(None, description="hub revision (commit) to pin; recommended")
-    splits: dict[Split, str] = Field(description="our split -> the dataset's split; train and test needed, val "
-                                     "optional (else cut from train); hub split expressions like train[:500] work")
+    splits: dict[Split, Union[str, HFSplitConfig]] = Field(
+        description="our split -> the dataset's split name, or {split, dataset, config_name, revision, columns}; "
+        "train and test needed, val optional (else cut from train)")
     columns: ColumnsConfig = ColumnsConfig()
 
     @field_validator("splits")
     @classmethod
-    def _train_and_test(cls, v: dict[str, str]) -> dict[str, str]:
+    def _train_and_test(cls, v: dict) -> dict:
         return _need_train_and_test(v)
+
+    @model_validator(mode="after")
+    def _every_split_has_a_dataset(self) -> "HFSource":
+        orphans = [k for k in ("train", "val", "test") if k in self.splits and not self.dataset
+                   and (isinstance(self.splits[k], str) or self.splits[k].dataset is None)]
+        if orphans:
+            raise ValueError(f"splits {orphans} name no dataset: set build_dataset.source.dataset or theirs")
+        return self
+
+    def split_config(self, split: str) -> HFSplitConfig:
+        """Our ``split`` with every field resolved."""
+        value = self.splits[split]
+        spec = HFSplitConfig(split=value) if isinstance(value, str) else value
+        return HFSplitConfig(split=spec.split, dataset=spec.dataset or self.dataset,
+                             config_name=spec.config_name if spec.dataset else self.config_name,
+                             revision=spec.revision if spec.dataset else self.revision,
+                             columns=spec.columns or self.columns)
+
+    def columns_for(self, split: str) -> ColumnsConfig:
+        return self.split_config(split).columns
 
 
 class FilesSource(Section):
@@ -134,6 +168,9 @@ class FilesSource(Section):
     files: dict[Split, list[str]] = Field(description="our split -> paths (relative to the working directory); "
                                           "train and test needed, val optional (else cut from train)")
     columns: ColumnsConfig = ColumnsConfig()
+
+    def columns_for(self, split: str) -> ColumnsConfig:
+        return self.columns
 
     @field_validator("files")
     @classmethod

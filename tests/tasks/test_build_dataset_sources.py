@@ -90,7 +90,9 @@ def test_same_inputs_same_bytes(tmp_path):
     assert a["content_hash"] == b["content_hash"]
 
 
-def test_hf_dataset_saved_to_disk_gives_the_same_rows(tmp_path):
+def test_hf_datasets_saved_to_disk_give_the_same_rows(tmp_path):
+    """Train from one saved DatasetDict, test from another saved Dataset with other column names
+    (as training on one set and testing on MATH-500 would)."""
     datasets = pytest.importorskip("datasets")
 
     def records(name):  # the parseable lines: a Dataset cannot hold the broken one
@@ -102,16 +104,21 @@ def test_hf_dataset_saved_to_disk_gives_the_same_rows(tmp_path):
                 pass
         return out
 
-    columns = ("id", "problem", "solution", "answer")
-    dd = datasets.DatasetDict({split: datasets.Dataset.from_list(
-        [{c: r.get(c) for c in columns} for r in records(f"{split}.jsonl")]) for split in ("train", "test")})
-    dd.save_to_disk(str(tmp_path / "hf"))
-    hf_params, _ = math_params(tmp_path, {"kind": "hf", "dataset": str(tmp_path / "hf"), "columns": COLUMNS,
-                                          "splits": {"train": "train", "test": "test"}})
+    train = datasets.Dataset.from_list([{c: r.get(c) for c in ("id", "problem", "solution")}
+                                        for r in records("train.jsonl")])
+    datasets.DatasetDict({"train": train}).save_to_disk(str(tmp_path / "train_set"))
+    test = datasets.Dataset.from_list([{"Question": r["problem"], "Final": r["answer"], "uid": r["id"]}
+                                       for r in records("test.jsonl")])
+    test.save_to_disk(str(tmp_path / "test_set"))
+    hf_params, _ = math_params(tmp_path, {
+        "kind": "hf", "dataset": str(tmp_path / "train_set"), "columns": COLUMNS,
+        "splits": {"train": "train", "test": {"split": "test", "dataset": str(tmp_path / "test_set"),
+                                              "columns": {"problem": "Question", "answer": "Final", "id": "uid"}}}})
     files_params, _ = math_params(tmp_path, files_source())
     hf_meta = run_build_dataset(hf_params, Paths(tmp_path / "from_hf"))
     files_meta = run_build_dataset(files_params, Paths(tmp_path / "from_files"))
     assert hf_meta["cleaning"]["bad"]["by_reason"]["unreadable"] == 0 and hf_meta["cleaning"]["bad"]["count"] == 4
+    assert hf_meta["cleaning"]["bad"]["rows"][-1]["where"] == f"{tmp_path / 'test_set'}[test]:row 12"
     assert hf_meta["counts"] == files_meta["counts"] and hf_meta["content_hash"] == files_meta["content_hash"]
 
 

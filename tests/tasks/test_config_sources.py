@@ -35,6 +35,16 @@ def test_a_math_profile_validates(tmp_path):
     assert params.build_dataset.source.kind == "files" and params.template.spec().style == "r1_think"
 
 
+def test_hf_splits_resolve_to_their_own_dataset_or_the_source_s(tmp_path):
+    source = {"kind": "hf", "dataset": "org/train-set", "revision": "abc", "columns": {"problem": "q", "answer": "a"},
+              "splits": {"train": "train", "test": {"split": "test", "dataset": "org/MATH-500",
+                                                   "columns": {"problem": "problem", "answer": "answer"}}}}
+    hf = load(tmp_path, with_(build_dataset={"source": source})).build_dataset.source
+    train, test = hf.split_config("train"), hf.split_config("test")
+    assert (train.dataset, train.split, train.revision, train.columns.problem) == ("org/train-set", "train", "abc", "q")
+    assert (test.dataset, test.split, test.revision, test.columns.problem) == ("org/MATH-500", "test", None, "problem")
+
+
 def test_unknown_key_inside_a_source_lists_that_source_s_keys(tmp_path):
     raw = with_(build_dataset={"source": {"kind": "hf", "datasett": "x", "splits": {"train": "a", "test": "b"}}})
     with pytest.raises(ConfigError) as exc:
@@ -42,7 +52,9 @@ def test_unknown_key_inside_a_source_lists_that_source_s_keys(tmp_path):
     msg = str(exc.value)
     assert "build_dataset.source.hf.datasett: unknown key; allowed keys here: columns, config_name, dataset, kind, " \
            "revision, splits" in msg
-    assert "build_dataset.source.hf.dataset: Field required" in msg
+    orphan = with_(build_dataset={"source": {"kind": "hf", "splits": {"train": "a", "test": {"split": "t"}}}})
+    with pytest.raises(ConfigError, match=r"splits \['train', 'test'\] name no dataset"):
+        load(tmp_path, orphan)
 
 
 @pytest.mark.parametrize("source, needle", [
