@@ -104,3 +104,25 @@ def test_accelerate_loader_would_catch_a_typo(tmp_path):
     bad.write_text((ACCELERATE / "zero3_8gpu.yaml").read_text().replace("num_processes", "num_procs"))
     with pytest.raises(ValueError, match="unknown keys"):
         ClusterConfig.from_yaml_file(str(bad))
+
+
+def test_gpu_profile_validates_with_the_paper_settings():
+    from tasks.config import load_params
+
+    path = REPO / "profiles" / "gpu_r1_distill_1p5b.yaml"
+    params = load_params(path)
+    assert (params.env.kind, params.policy.init, params.policy.model) == (
+        "math", "pretrained", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
+    assert params.generation.backend == "vllm" and params.evaluate.budgets == [4096, 8192, 12288, 16384]
+    template = params.template.spec()
+    assert template.prompt.endswith("<｜Assistant｜><think>\n") and template.termination_text.endswith("\\boxed{")
+    source = params.build_dataset.source
+    assert source.split_config("test").dataset == "HuggingFaceH4/MATH-500"
+    assert source.split_config("test").columns.id == "unique_id" and source.split_config("train").columns.id is None
+    text = path.read_text()
+    rl = text[text.index("# rl (filled by the RL issue)"):]
+    settings = {" ".join(line.split()) for line in rl.splitlines()}
+    for setting in ["# learning rate: 1.0e-6", "# generations per prompt: 4", "# sampling temperature: 0.9",
+                    "# batch size: 256"]:
+        assert setting in settings
+    assert "TODO" not in text
