@@ -113,7 +113,8 @@ def _serve(receive, send, options: VerifyOptions) -> None:
 
 
 def worker_main(read_fd: int, write_fd: int, float_rounding: int, strict: bool, memory_limit_mb: int) -> None:
-    """Entry point of a worker process (``python -c``): limit memory, import math-verify, serve."""
+    """Entry point of a worker process (``python -c``): limit memory, import math-verify and
+    warm it up, then serve."""
     import logging
 
     _limit_worker(memory_limit_mb)
@@ -123,8 +124,11 @@ def worker_main(read_fd: int, write_fd: int, float_rounding: int, strict: bool, 
     install_eval_guard()
 
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # our own counters report failures
-    _serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False),
-           VerifyOptions(float_rounding, strict))
+    options = VerifyOptions(float_rounding, strict)
+    # The first verification in a process builds the LaTeX parser and sympy caches (~0.2 s,
+    # measured): pay it here, before "ready", so a spare that takes over is warm.
+    verify_pair("\\frac{1}{2}", "0.5", options)
+    _serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False), options)
 
 
 def _limit_worker(memory_limit_mb: int) -> None:
