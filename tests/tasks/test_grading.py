@@ -110,13 +110,13 @@ def test_limit_holds_when_called_from_threads():
         assert g.stats()["timeout"] == 2
 
 
-def test_a_worker_killed_from_outside_is_replaced_and_the_pair_retried():
-    with MathGrader(timeout_s=TIMEOUT_S) as g:
-        worker = g._idle.queue[-1]
-        os.kill(worker.proc.pid, signal.SIGKILL)
-        worker.proc.wait()
-        assert g.grade("\\frac{1}{2}", "0.5") is True
-        assert g.stats()["restarts"] == 1
+def test_a_worker_killed_from_outside_is_replaced_and_the_pair_retried(grader):
+    worker = grader._idle.queue[-1]
+    os.kill(worker.proc.pid, signal.SIGKILL)
+    worker.proc.wait()
+    restarts = grader.stats()["restarts"]
+    assert grader.grade("\\frac{1}{2}", "0.5") is True  # the retry on the successor gives the right verdict
+    assert grader.stats()["restarts"] == restarts + 1
 
 
 HAND_CASES = [("\\frac12", "0.5", True), ("\\{1,2\\}", "\\{2,1\\}", True), ("2.5\\times10^{3}", "2500", True),
@@ -190,7 +190,7 @@ adversarial = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(answer=adversarial, reference=st.one_of(st.none(), st.sampled_from(["1", "\\frac{1}{2}", "\\{1,2\\}"]),
                                                adversarial))
 def test_fuzz_returns_in_time_and_never_raises(grader, answer, reference):
