@@ -87,6 +87,14 @@ class MathEnv:
         match = extract_answer(text, self.template.answer_pattern)
         return match is not None and "\n" in continuation.lstrip("\n")
 
+    def answer_opening(self) -> str:
+        """What to append after the policy itself wrote ``think_close`` to get its answer in the
+        same form as a forced one: the part of the termination text after ``think_close``
+        (e.g. ``"\\n\\nFinal answer: \\boxed{"``), or the whole termination text when it does
+        not contain ``think_close``. METHOD.md (1)."""
+        _, sep, tail = self.termination_text.partition(self.template.think_close)
+        return tail if sep else self.termination_text
+
     def forced_answer(self, continuation: str) -> str | None:
         """The answer written after the termination text (``continuation`` starts right after
         it); None when missing or cut off. METHOD.md (1)."""

@@ -117,3 +117,8 @@ def test_bad_templates_are_refused(kwargs, message):
 
 def test_step_and_backtrack_strings():
     assert BT.step_header(3) == "Step 3:" and BT.backtrack_marker(2) == "Backtrack to step 2"
+
+
+def test_answer_opening_after_the_policy_closes_its_thinking():
+    assert MathEnv(R1, ExactGrader()).answer_opening() == "\nFinal answer: \\boxed{"
+    assert MathEnv(BT, ExactGrader()).answer_opening() == BT.termination_text  # no think block
