@@ -241,6 +241,11 @@ def build_text_rows(params: Params) -> tuple[dict[str, list[dict]], dict]:
         report["val_cut_from_train"] = len(good["val"])
     report["contamination"] = _decontaminate(good, cfg)
     report["sampled_out"] = _sample(good, cfg.max_rows, cfg.seed)
+    empty = [split for split in SPLITS if not good[split]]
+    if empty:
+        raise DatasetError(f"split(s) {empty} are empty after cleaning ({report['bad']['count']} bad rows, "
+                           f"contamination dropped {report['contamination']['dropped']}): check the source and "
+                           "build_dataset.max_rows / contamination settings")
     report["ids"] = _assign_ids(good, {split: bool(source.columns_for(split).id) for split in raw})
     template = params.template.spec()
     return {split: _output_rows(good[split], split, template, params.env.kind) for split in SPLITS}, report

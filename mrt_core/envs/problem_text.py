@@ -95,20 +95,22 @@ def contamination(eval_keys: Sequence[str], train_keys: Sequence[str], n: int, t
     by training index. METHOD.md, Objects (the problem x)."""
     if not 0 < threshold <= 1:
         raise ValueError(f"the n-gram overlap threshold must be in (0, 1], got {threshold}")
+    # Index the evaluation side (small: MATH-500) and stream the training side (possibly
+    # hundreds of thousands of problems): memory stays proportional to the evaluation set.
     exact: dict[str, list[int]] = {}
     index: dict[tuple[str, ...], list[int]] = {}
-    for j, key in enumerate(train_keys):
-        exact.setdefault(key, []).append(j)
-        for gram in word_ngrams(key, n):
-            index.setdefault(gram, []).append(j)
-    found = []
+    sizes = []
     for i, key in enumerate(eval_keys):
-        same = set(exact.get(key, ()))
-        pairs = [Overlap(i, j, "exact", 1.0) for j in same]
+        exact.setdefault(key, []).append(i)
         grams = word_ngrams(key, n)
-        if grams:
-            shared = Counter(j for gram in grams for j in index.get(gram, ()))
-            pairs += [Overlap(i, j, "ngram", c / len(grams)) for j, c in shared.items()
-                      if j not in same and c / len(grams) >= threshold]
-        found += sorted(pairs, key=lambda o: (-o.score, o.train_index))
-    return found
+        sizes.append(len(grams))
+        for gram in grams:
+            index.setdefault(gram, []).append(i)
+    found = []
+    for j, key in enumerate(train_keys):
+        same = exact.get(key, ())
+        found += [Overlap(i, j, "exact", 1.0) for i in same]
+        shared = Counter(i for gram in word_ngrams(key, n) for i in index.get(gram, ()))
+        found += [Overlap(i, j, "ngram", c / sizes[i]) for i, c in shared.items()
+                  if i not in same and c / sizes[i] >= threshold]
+    return sorted(found, key=lambda o: (o.eval_index, -o.score, o.train_index))

@@ -191,3 +191,11 @@ def test_duplicate_ids_from_the_column_are_an_error(tmp_path):
                                                             "test": [str(FIXTURES / "test.jsonl")]}}
     with pytest.raises(DatasetError, match="id 'a' .* also used in train"):
         run_build_dataset(math_params(tmp_path, source, val_fraction=0.3)[0], Paths(tmp_path))
+
+
+def test_a_split_left_empty_is_an_error(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"problem": "What is 1+1?", "answer": ""}\n')
+    source = files_source()
+    source["files"]["test"] = [str(tmp_path / "t.jsonl")]
+    with pytest.raises(DatasetError, match=r"split\(s\) \['test'\] are empty after cleaning"):
+        run_build_dataset(math_params(tmp_path, source, max_bad_share=1.0)[0], Paths(tmp_path))
