@@ -8,10 +8,11 @@ for mathematical equivalence (1/2 = \\frac12 = 0.5, sets in any order, intervals
 Why a process and not a signal or a thread: math-verify's own timeouts use ``SIGALRM``, which
 only works in the main thread, and neither a signal nor a thread can stop sympy inside a
 long C-level integer operation (``9^{9^{9}}`` never returns). A worker process can be killed.
-A warm worker serves every call (no per-call process start); a worker killed on a timeout
-is replaced at once in the background (a start imports math-verify, about 1 s), and the
-next call waits for it. ``grade`` may be called from many threads: each call borrows one
-worker from a pool (``workers``) and gives it back.
+A warm worker serves every call (no per-call process start). A worker killed on a timeout
+is replaced by a warm spare at once, and a new spare starts in the background (a start
+imports math-verify and verifies one pair, about 1-1.5 s); only a second timeout within that
+time makes the next call wait. ``grade`` may be called from many threads: each call borrows
+one worker from a pool (``workers``) and gives it back.
 
 Safety: model text is never evaluated as code. Only math-verify's LaTeX extraction is used
 (its plain-expression extractor hands text to sympy's ``parse_expr``, which runs ``eval``).
