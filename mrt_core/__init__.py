@@ -10,5 +10,6 @@ to ask a model and how to combine the answers. Equation numbers refer to docs/ME
     advantages    GRPO, termination baseline, dense per-episode bonus, mixed group     (8)-(13)
     loss          the clipped policy-gradient loss with KL                             (14)
     metrics       accuracy, bootstrap CI, pass@k, maj@k, token efficiency              (15)-(17)
-    envs          environments and graders behind Protocols (the embedded code search)
+    envs          environments and graders behind Protocols: the embedded code search; text
+                  problems (math): templates, answer extraction, dataset hygiene
 """

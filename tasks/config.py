@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mrt_core.advantages import Arm
 from mrt_core.envs.code_search import CodeSearchSpec
+from mrt_core.envs.templates import MathTemplate
+
+Split = Literal["train", "val", "test"]
 
 
 class Section(BaseModel):
@@ -25,7 +30,9 @@ class Section(BaseModel):
 class EnvConfig(Section):
     """The reasoning environment and every string the model sees in it."""
 
-    kind: Literal["code_search"] = Field("code_search", description="environment family")
+    kind: Literal["code_search", "math"] = Field(
+        "code_search", description="environment family: code_search (embedded; the fields below) or math (text "
+        "problems from build_dataset.source; its strings are in the template section)")
     symbols: str = Field("01234567", min_length=2, description="one character per digit value")
     n_digits: int = Field(3, ge=1, le=8, description="digits in the hidden code (steps per attempt)")
     prompt_template: str = Field("Q{n_digits}:", description="prompt; may use {n_digits}")
@@ -81,15 +88,207 @@ class GenerationConfig(Section):
     vllm_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
 
+class ColumnsConfig(Section):
+    """Which source columns hold the problem, its answer and its id (hf and files sources)."""
+
+    problem: str = Field("problem", min_length=1, description="problem statement column")
+    answer: str | None = Field("answer", description="reference answer column; null: take it from `solution`")
+    solution: str | None = Field(None, description="worked solution column: its last \\boxed{} is the answer "
+                                 "where the answer column is absent or empty")
+    id: str | None = Field(None, description="id column (unique); null: ids from a hash of the problem text")
+
+    @model_validator(mode="after")
+    def _some_answer(self) -> "ColumnsConfig":
+        if self.answer is None and self.solution is None:
+            raise ValueError("set columns.answer or columns.solution: the reference answer must come from somewhere")
+        return self
+
+
+class EmbeddedSource(Section):
+    """The embedded code-search problems, generated here (the default)."""
+
+    kind: Literal["embedded"] = "embedded"
+
+
+class HFSplitConfig(Section):
+    """One of our splits from a Hugging Face dataset split; unset fields fall back to the source's."""
+
+    split: str = Field(min_length=1, description="the dataset's split (hub split expressions like train[:500] work)")
+    dataset: str | None = Field(None, description="hub id or save_to_disk folder; null: the source's dataset")
+    config_name: str | None = None
+    revision: str | None = None
+    columns: ColumnsConfig | None = Field(None, description="null: the source's columns")
+
+
+class HFSource(Section):
+    """Hugging Face datasets: a hub id (read with ``datasets.load_dataset``) or a folder written
+    by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (read with ``load_from_disk``).
+    Each of our splits names a split of ``dataset``, or its own dataset (train on one set,
+    test on MATH-500)."""
+
+    kind: Literal["hf"]
+    dataset: str | None = Field(None, description="hub id (e.g. HuggingFaceH4/MATH-500) or a save_to_disk folder; "
+                                "the default of every split")
+    config_name: str | None = Field(None, description="the dataset's configuration (hub only)")
+    revision: str | None = Field(None, description="hub revision (commit) to pin; recommended")
+    splits: dict[Split, Union[str, HFSplitConfig]] = Field(
+        description="our split -> the dataset's split name, or {split, dataset, config_name, revision, columns}; "
+        "train and test needed, val optional (else cut from train)")
+    columns: ColumnsConfig = ColumnsConfig()
+
+    @field_validator("splits")
+    @classmethod
+    def _train_and_test(cls, v: dict) -> dict:
+        return _need_train_and_test(v)
+
+    @model_validator(mode="after")
+    def _every_split_has_a_dataset(self) -> "HFSource":
+        orphans = [k for k in ("train", "val", "test") if k in self.splits and not self.dataset
+                   and (isinstance(self.splits[k], str) or self.splits[k].dataset is None)]
+        if orphans:
+            raise ValueError(f"splits {orphans} name no dataset: set build_dataset.source.dataset or theirs")
+        return self
+
+    def split_config(self, split: str) -> HFSplitConfig:
+        """Our ``split`` with every field resolved."""
+        value = self.splits[split]
+        spec = HFSplitConfig(split=value) if isinstance(value, str) else value
+        return HFSplitConfig(split=spec.split, dataset=spec.dataset or self.dataset,
+                             config_name=spec.config_name if spec.dataset else self.config_name,
+                             revision=spec.revision if spec.dataset else self.revision,
+                             columns=spec.columns or self.columns)
+
+    def columns_for(self, split: str) -> ColumnsConfig:
+        return self.split_config(split).columns
+
+
+class FilesSource(Section):
+    """Local files: JSON Lines (.jsonl) or Parquet (.parquet), one or more per split."""
+
+    kind: Literal["files"]
+    files: dict[Split, list[str]] = Field(description="our split -> paths (relative to the working directory); "
+                                          "train and test needed, val optional (else cut from train)")
+    columns: ColumnsConfig = ColumnsConfig()
+
+    def columns_for(self, split: str) -> ColumnsConfig:
+        return self.columns
+
+    @field_validator("files")
+    @classmethod
+    def _known_formats(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        _need_train_and_test(v)
+        for split, paths in v.items():
+            if not paths:
+                raise ValueError(f"files.{split} lists no file")
+            bad = [p for p in paths if not p.endswith((".jsonl", ".parquet"))]
+            if bad:
+                raise ValueError(f"files.{split}: {bad} are neither .jsonl nor .parquet")
+        return v
+
+
+def _need_train_and_test(v: dict) -> dict:
+    missing = [s for s in ("train", "test") if s not in v]
+    if missing:
+        raise ValueError(f"missing split(s) {missing}: train and test are needed (val is cut from train if absent)")
+    return v
+
+
+SourceConfig = Annotated[Union[EmbeddedSource, HFSource, FilesSource], Field(discriminator="kind")]
+
+
+class ContaminationConfig(Section):
+    """Train/eval contamination checks (hf and files sources): exact match after normalisation,
+    and word n-gram overlap."""
+
+    ngram: int = Field(8, ge=1, description="n of the word n-grams")
+    threshold: float = Field(0.5, gt=0, le=1, description="share of an eval problem's n-grams found in one "
+                             "training problem that counts as contamination")
+    action: Literal["drop", "report", "fail"] = Field(
+        "drop", description="drop: remove the contaminated problem from the earlier split (train before val "
+        "before test); report: keep it; fail: stop the stage. Always reported in meta.json")
+
+
 class BuildDatasetConfig(Section):
-    seed: int = Field(0, description="shuffles the code space before splitting")
-    val_fraction: float = Field(0.125, gt=0, lt=1)
-    test_fraction: float = Field(0.125, gt=0, lt=1)
+    seed: int = Field(0, description="shuffles the problems before splitting")
+    val_fraction: float = Field(0.125, gt=0, lt=1, description="embedded; hf/files: share of train cut for val "
+                                "when the source has no val split")
+    test_fraction: float = Field(0.125, gt=0, lt=1, description="embedded only (hf/files name their test split)")
+    source: SourceConfig = Field(EmbeddedSource(), description="embedded | hf | files")
+    max_bad_share: float = Field(0.05, ge=0, le=1, description="hf/files: fail when more rows than this share "
+                                 "have a missing or unparseable problem or answer")
+    contamination: ContaminationConfig = ContaminationConfig()
+    max_rows: dict[Split, int] = Field({}, description="hf/files: keep at most this many rows of a split "
+                                       "(a seeded sample, after cleaning)")
 
     @model_validator(mode="after")
     def _train_left(self) -> "BuildDatasetConfig":
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must stay below 0.9 to leave training problems")
+        if any(n < 1 for n in self.max_rows.values()):
+            raise ValueError(f"max_rows must be positive, got {self.max_rows}")
+        return self
+
+
+class TemplateConfig(Section):
+    """Every string the model sees around a text problem (env.kind: math): prompt, end of thinking,
+    termination text (forces the answer), budget-forcing continuation, episode markers."""
+
+    style: Literal["r1_think", "backtrack"] = Field("r1_think", description="r1_think (<think> block, episodes at "
+                                                    "reflection markers) | backtrack (numbered steps)")
+    prompt: str = Field(MathTemplate.prompt, description="the prompt; {problem} is replaced by the problem text")
+    think_close: str = Field(MathTemplate.think_close, min_length=1, description="the policy ends thinking with it")
+    termination_text: str = Field(MathTemplate.termination_text, min_length=1,
+                                  description="forces the answer (the meta-prover's question)")
+    continuation_text: str = Field(MathTemplate.continuation_text,
+                                   description="budget forcing: appended when the policy's early stop is overridden")
+    answer_pattern: str | None = Field(None, description="regex for the answer (group 'answer' or 1); null: the "
+                                       "last \\boxed{...}")
+    reflection_markers: list[str] | None = Field(
+        None, description="r1_think: a paragraph opening with one starts an episode; null: the built-in list "
+        "(mrt_core.episodes.DEFAULT_REFLECTION_MARKERS)")
+    min_gap: int = Field(2, ge=0, description="r1_think: paragraphs between kept episode starts")
+    max_episodes: int | None = Field(None, ge=1, description="r1_think: merge the tail past this many episodes")
+    group_size: int = Field(1, ge=1, description="r1_think: merge every group_size episodes into one")
+    step_text: str = Field(MathTemplate.step_text, description="backtrack: how a step starts; {n} = its number")
+    backtrack_text: str = Field(MathTemplate.backtrack_text, description="backtrack: starts an episode; {n} = step")
+    max_answer_tokens: int = Field(MathTemplate.max_answer_tokens, ge=1, description="longest forced answer")
+
+    @model_validator(mode="after")
+    def _valid_template(self) -> "TemplateConfig":
+        self.spec()  # MathTemplate's checks, with their messages
+        return self
+
+    def spec(self) -> MathTemplate:
+        fields = self.model_dump()
+        if fields["reflection_markers"] is not None:
+            fields["reflection_markers"] = tuple(fields["reflection_markers"])
+        return MathTemplate(**fields)
+
+
+class GraderConfig(Section):
+    """The math grader (tasks/grading.py, math-verify in worker processes)."""
+
+    timeout_s: float = Field(3.0, gt=0, description="wall-clock limit per answer; past it the answer is wrong")
+    workers: int = Field(1, ge=1, description="worker processes (answers graded in parallel from threads)")
+    max_answer_chars: int = Field(512, ge=1, description="longer answers are wrong without parsing")
+    float_rounding: int = Field(6, ge=0, description="decimals compared for floats")
+    memory_limit_mb: int = Field(4096, ge=0, description="address-space cap per worker (0: none)")
+
+
+class PolicyConfig(Section):
+    """Where the base policy comes from: trained here from scratch (train_base, the embedded
+    default) or a pretrained causal LM (hub id or local folder) for text problems."""
+
+    init: Literal["scratch", "pretrained"] = Field("scratch", description="scratch | pretrained")
+    model: str | None = Field(None, description="pretrained: hub id (e.g. deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B) "
+                              "or a local folder")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="pretrained: weights dtype")
+    max_context: int = Field(32768, ge=16, description="pretrained: the model's context length in tokens")
+
+    @model_validator(mode="after")
+    def _model_named(self) -> "PolicyConfig":
+        if self.init == "pretrained" and not self.model:
+            raise ValueError("policy.init=pretrained needs policy.model (a hub id or a local folder)")
         return self
 
 
@@ -277,6 +476,9 @@ class Params(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     generation: GenerationConfig = GenerationConfig()
     build_dataset: BuildDatasetConfig = BuildDatasetConfig()
+    template: TemplateConfig = TemplateConfig()
+    grader: GraderConfig = GraderConfig()
+    policy: PolicyConfig = PolicyConfig()
     train_base: TrainBaseConfig = TrainBaseConfig()
     synthesize_backtracks: SynthesizeBacktracksConfig = SynthesizeBacktracksConfig()
     sft_warmstart: SftWarmstartConfig = SftWarmstartConfig()
@@ -304,7 +506,35 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
+    def _source_matches_env(self) -> "Params":
+        embedded = self.build_dataset.source.kind == "embedded"
+        if embedded != (self.env.kind == "code_search"):
+            raise ValueError(
+                f"build_dataset.source.kind={self.build_dataset.source.kind!r} does not fit "
+                f"env.kind={self.env.kind!r}: the embedded source makes code_search problems; hf and files "
+                "sources hold text problems (env.kind: math)"
+            )
+        if self.env.kind == "math" and self.policy.init != "pretrained":
+            raise ValueError("env.kind=math needs policy.init=pretrained and policy.model: train_base trains "
+                             "code-search policies only")
+        return self
+
+    @model_validator(mode="after")
+    def _math_context_fits(self) -> "Params":
+        if self.env.kind != "math":
+            return self
+        longest = max(self.evaluate.budgets + self.evaluate.extrapolation_budgets)
+        need = longest + self.template.max_answer_tokens
+        if need > self.policy.max_context:
+            raise ValueError(f"evaluate budget {longest} + template.max_answer_tokens="
+                             f"{self.template.max_answer_tokens} exceed policy.max_context={self.policy.max_context} "
+                             "(before counting the prompt): lower the budgets or raise max_context")
+        return self
+
+    @model_validator(mode="after")
     def _context_fits(self) -> "Params":
+        if self.env.kind != "code_search":
+            return self
         # A step is one generated token plus at most len(obs)+len(attempt_end) env tokens.
         env = self.env
         per_step = 1 + max(len(env.obs_higher), len(env.obs_lower), len(env.obs_invalid)) + max(
@@ -361,13 +591,30 @@ def format_validation_error(path: Path, exc: ValidationError) -> str:
 
 
 def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys of the section at ``loc``; a tagged union (``source``) is followed through the
+    tag pydantic puts in the location (``build_dataset.source.hf.<key>``)."""
     model: type[BaseModel] = Params
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+    parts = list(loc)
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
+        members = _model_members(field.annotation) if field is not None else []
+        if len(members) > 1 and parts:
+            tag = str(parts.pop(0))
+            members = [m for m in members if m.model_fields.get("kind") and tag in typing.get_args(
+                m.model_fields["kind"].annotation)]
+        if len(members) != 1:
             return []
-        model = field.annotation
+        model = members[0]
     return sorted(model.model_fields)
+
+
+def _model_members(annotation) -> list[type[BaseModel]]:
+    """The BaseModel classes an annotation names (itself, or the members of a union)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return []
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:
