@@ -327,3 +327,16 @@ def token_efficiency(
         ratio = tokens_b / tokens_a if defined else None
         results.append(EfficiencyAtLevel(level, tokens_a, tokens_b, ratio, _efficiency_note(level, tokens_a, tokens_b)))
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# gains over a starting model and their ratio, METHOD.md (20)
+
+
+def gain_ratio(gain: float, baseline_gain: float) -> float | None:
+    """``gain / baseline_gain`` (e.g. MRT's accuracy gain over the warm-start divided by
+    GRPO's), METHOD.md (20); None unless the baseline's gain is positive: a ratio over a zero or
+    negative gain says nothing (report both gains instead)."""
+    if not np.isfinite(gain) or not np.isfinite(baseline_gain) or baseline_gain <= 0:
+        return None
+    return float(gain / baseline_gain)

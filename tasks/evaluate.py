@@ -26,7 +26,7 @@ from mrt_core.envs.base import Role
 from mrt_core.envs.code_search import CodeSearchEnv, base_guess_fn, bisection_guess, play
 from mrt_core.metrics import accuracy, bootstrap_ci, seed_interval
 from tasks.build_dataset import load_problems
-from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
+from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, read_json, setup_process, write_json_atomic
 from tasks.config import Params, stage_params
 from tasks.eval_metrics import curve_rows, efficiency_rows, pass_maj_rows
 from tasks.generation import GenerationBackend, build_backend, build_backend_or_exit
@@ -216,12 +216,28 @@ def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None =
         if log:
             for budget, row in results[arm].items():
                 log({f"{arm}.accuracy": row["accuracy"], f"{arm}.regret": row["regret"]}, budget)
+    details["compute"] = rl_compute(params, paths)
     shown = display_models(params)
     details["token_efficiency"] = efficiency_rows(results, shown, params.evaluate.budgets,
                                                   params.evaluate.efficiency_levels)
     results.update(reference_rows(params, problems, log))
     write_outputs(paths, results, records, params.evaluate.budgets, details, shown)
     return results
+
+
+def rl_compute(params: Params, paths: Paths) -> dict:
+    """What each evaluated arm's training cost, per seed (summed over its rounds), from the
+    rounds' metrics: RL rollouts, policy updates, generated tokens (prefix rollouts and
+    continuations) and the probe tokens the arm's own advantages needed."""
+    keys = ("rollouts", "steps", "prefix_generated_tokens", "generated_tokens", "probe_tokens", "total_tokens")
+    out = {}
+    for arm in (m for m in params.evaluate.models if m in params.rl.arms):
+        per_seed = []
+        for seed in params.rl.seeds:
+            rounds = [read_json(paths.rl_round(arm, seed, r.n) / "metrics.json")["summary"] for r in params.rl.rounds]
+            per_seed.append({k: sum(r[k] for r in rounds) for k in keys})
+        out[arm] = {"per_seed": per_seed, "mean": {k: float(np.mean([s[k] for s in per_seed])) for k in keys}}
+    return out
 
 
 def aggregate_seeds(rows: list[dict], details: list[dict]) -> tuple[dict, dict]:
@@ -265,6 +281,8 @@ DETAILS_SCHEMA = {
                         "progress_histogram (20 bins on [-1, 1])}",
     "token_efficiency": "list of {a, b, level, tokens_a, tokens_b, ratio_b_over_a "
                         "(null if a model never reaches it), note}",
+    "compute": "{<arm>: {per_seed: list of {rollouts, steps, prefix_generated_tokens, generated_tokens, "
+               "probe_tokens, total_tokens} summed over rounds, mean: the same averaged over seeds}}",
 }
 
 

@@ -14,6 +14,7 @@ import html
 import io
 
 from tasks.common import Paths, atomic_path, read_json, setup_process, sha256_text
+from tasks.comparison import comparison_markdown
 from tasks.config import Params, stage_params
 from tasks.tracking import stage_run
 
@@ -97,8 +98,32 @@ def headline_rows(metrics: dict, budgets: list[int], models: list[str]) -> list[
     return rows
 
 
+def markdown_tables_html(md: str) -> str:
+    """The comparison's Markdown (``###`` headings, paragraphs and pipe tables) as HTML."""
+    out, rows = [], []
+
+    def flush():
+        if rows:
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[2:])
+            out.append(f"<table><tr>{head}</tr>{body}</table>")
+            rows.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+            continue
+        flush()
+        if line.startswith("### "):
+            out.append(f"<h3>{html.escape(line[4:])}</h3>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
 def render_html(figs: dict[str, bytes], table: list[list[str]], efficiency: list[dict], config_hash: str,
-                extrapolation: list[str] = ()) -> str:
+                extrapolation: list[str] = (), comparison: str = "") -> str:
     imgs = "\n".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{name}</figcaption></figure>" for name, png in figs.items())
@@ -113,6 +138,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px}}figure{{display:inline-block;margi
 <body><h1>MRT evaluation report</h1>
 <p>Produced by <code>{html.escape(COMMAND)}</code>; config hash <code>{config_hash}</code>.</p>
 <h2>Headline numbers</h2><table><tr>{head}</tr>{body}</table>
+{"<h2>RL arms compared</h2>" + markdown_tables_html(comparison) if comparison else ""}
 <h2>Token efficiency</h2><ul>{eff}</ul>
 <h2>Extrapolation</h2><ul>{ext}</ul>
 <h2>Figures</h2>{imgs}
@@ -149,12 +175,14 @@ def efficiency_line(e: dict) -> str:
 
 
 def render_markdown(table: list[list[str]], efficiency: list[dict], config_hash: str,
-                    extrapolation: list[str] = ()) -> str:
+                    extrapolation: list[str] = (), comparison: str = "") -> str:
     lines = ["# MRT evaluation report", "", f"Produced by `{COMMAND}`; config hash `{config_hash}`.", "",
              "| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
     lines += ["| " + " | ".join(row) + " |" for row in table[1:]]
     lines += ["", "Token efficiency:", ""] + [f"- {efficiency_line(e)}" for e in efficiency]
     lines += ["", "Extrapolation:", ""] + [f"- {line}" for line in extrapolation]
+    if comparison:
+        lines += ["", "## RL arms compared", "", comparison]
     return "\n".join(lines) + "\n"
 
 
@@ -166,11 +194,16 @@ def run_report(params: Params, paths: Paths) -> dict[str, bytes]:
     models = params.evaluate.models
     figs = figures(metrics, details, budgets, models)
     table = headline_rows(metrics, budgets, models)
+    arms = [m for m in models if m in params.rl.arms]
+    comparison = comparison_markdown(metrics, details, budgets, arms, params.rl.train_budget,
+                                     params.evaluate.efficiency_levels)
     with atomic_path(paths.reports) as tmp:
         tmp.mkdir()
         ext = extrapolation_lines(details)
-        (tmp / "report.html").write_text(render_html(figs, table, details["token_efficiency"], config_hash, ext))
-        (tmp / "report.md").write_text(render_markdown(table, details["token_efficiency"], config_hash, ext))
+        eff = details["token_efficiency"]
+        (tmp / "report.html").write_text(render_html(figs, table, eff, config_hash, ext, comparison))
+        (tmp / "report.md").write_text(render_markdown(table, eff, config_hash, ext, comparison))
+        (tmp / "comparison.md").write_text(comparison)
         for name, png in figs.items():
             (tmp / f"{name}.png").write_bytes(png)
     return figs

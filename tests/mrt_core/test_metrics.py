@@ -12,6 +12,7 @@ from mrt_core.metrics import (
     accuracy,
     accuracy_vs_budget,
     bootstrap_ci,
+    gain_ratio,
     maj_at_k,
     maj_at_k_batch,
     pass_at_k,
@@ -265,3 +266,10 @@ def test_seed_interval_hand_value():
     assert (lo, hi) == pytest.approx((0.6 - 0.248414, 0.6 + 0.248414), abs=1e-5)
     with pytest.raises(ValueError, match="at least 2 seeds"):
         seed_interval(np.array([0.5]))
+
+
+def test_gain_ratio_only_over_a_positive_baseline_gain():
+    assert gain_ratio(0.06, 0.02) == pytest.approx(3.0)
+    assert gain_ratio(0.06, 0.0) is None and gain_ratio(0.06, -0.01) is None
+    assert gain_ratio(-0.02, 0.04) == pytest.approx(-0.5)  # a loss against a real gain is a ratio
+    assert gain_ratio(float("nan"), 0.04) is None

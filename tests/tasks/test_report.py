@@ -32,6 +32,14 @@ def test_report_files_and_content(report):
     assert "| model | acc@4 | acc@8 | acc@12 | regret@12 | wasted steps |" in md
     assert all(f"| {m} |" in md for m in ("base", "warmstart", "bisection", "data_policy"))
     assert "- base at 16 tokens (budget forcing): accuracy" in md
+    # the RL arms compared: accuracy, gain over the warm-start and MRT's gain over GRPO's, regret,
+    # efficiency and compute; budgets past the training budget (8) are marked
+    comparison = (paths.reports / "comparison.md").read_text()
+    assert "## RL arms compared" in md and comparison in md and "<h2>RL arms compared</h2>" in html
+    assert "| model | B=4 | B=8 | B=12* |" in comparison
+    ratio_row = next(line for line in comparison.splitlines() if line.startswith("| mrt_dense / grpo |"))
+    assert ratio_row.count("|") == 5 and ("x" in ratio_row or "n/a (GRPO gain <= 0)" in ratio_row)
+    assert "| grpo | " in comparison.split("### Training compute")[1]
 
 
 def chromium() -> str | None:
