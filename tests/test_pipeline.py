@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.pipeline import pipeline_stages
-from tests.conftest import copy_project
+from tests.conftest import SMOKE_PARAMS, copy_project
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -79,19 +79,20 @@ def test_dvc_stages_grouped_in_mlflow(dvc_repo):
     assert rounds == {("grpo", "1"), ("mrt_dense", "1")}
 
 
-def test_prefect_flow_gives_the_same_outputs(dvc_repo, tmp_path):
+def test_prefect_flow_on_a_profile_workspace_gives_the_same_outputs(dvc_repo, tmp_path):
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.pipeline import mrt_pipeline
+    from flows.profile import run_profile
 
     repo_dvc, _ = dvc_repo
-    repo = init_repo(tmp_path / "prefect")
     os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(tmp_path / "prefect-results")
     with prefect_test_harness(server_startup_timeout=180):
-        mrt_pipeline(repo_dir=str(repo))
+        comparison = run_profile(str(SMOKE_PARAMS), str(tmp_path / "prefect"))
+    repo = tmp_path / "prefect"
     for rel in ("metrics/evaluate.json", "data/dataset/meta.json", "plots/accuracy_vs_budget.json",
-                "data/backtracks/meta.json", "rl/mrt_dense/s0/r1/rollouts.jsonl"):
+                "data/backtracks/meta.json", "rl/mrt_dense/s0/r1/rollouts.jsonl", "reports/comparison.md"):
         assert (repo / rel).read_text() == (repo_dvc / rel).read_text(), rel
+    assert comparison == str(repo / "reports" / "comparison.md")
     # same stages, same order, recorded in the same dvc.lock
     lock_a = (repo / "dvc.lock").read_text()
     assert lock_a == (repo_dvc / "dvc.lock").read_text()
