@@ -419,6 +419,10 @@ class RoundLink(Section):
     prev: str = Field(description="the round it starts from: r<n-1>")
 
 
+TUNABLE = {"lr", "weight_decay", "beta", "clip", "alpha", "answer_now", "star_min_total_progress",
+           "star_max_zero_share"}
+
+
 class RlConfig(Section):
     """Iterative on-policy RL rounds: MRT and its baselines through one loop (METHOD.md (8)-(14))."""
 
@@ -455,6 +459,26 @@ class RlConfig(Section):
     star_min_total_progress: float = Field(0.5, description="mrt_star: keep correct traces with this much progress")
     star_max_zero_share: float = Field(0.5, ge=0, le=1, description="... and at most this share of zero episodes")
     zero_threshold: float = Field(1e-3, ge=0, description="progress at or below this is zero (exact J)")
+    overrides: dict[Arm, dict[str, float]] = Field(
+        {}, description=f"per-arm settings (the result of tuning each arm): any of {', '.join(sorted(TUNABLE))}")
+
+    @model_validator(mode="after")
+    def _overrides_are_tunable(self) -> "RlConfig":
+        for arm, values in self.overrides.items():
+            bad = sorted(set(values) - TUNABLE)
+            if bad:
+                raise ValueError(f"rl.overrides.{arm}: {bad} cannot differ between arms (matched compute); "
+                                 f"tunable per arm: {', '.join(sorted(TUNABLE))}")
+            self.for_arm(arm)  # the merged settings must validate too
+        return self
+
+    def for_arm(self, arm: str) -> "RlConfig":
+        """The settings ``arm`` trains with: these, with its ``overrides`` applied (validated)."""
+        values = self.overrides.get(arm, {})
+        if not values:
+            return self
+        merged = self.model_dump() | {k: (int(v) if k == "answer_now" else v) for k, v in values.items()}
+        return RlConfig.model_validate(merged | {"overrides": {}})
 
     @model_validator(mode="after")
     def _chain(self) -> "RlConfig":

@@ -294,7 +294,7 @@ def _state_dir(paths: Paths, arm: str, seed: int, n: int) -> Path:
 
 def run_rl_round(params: Params, paths: Paths, arm: str, seed: int, round_n: int, log=None) -> dict:
     """Run round ``round_n`` of ``arm`` with ``seed``; write its outputs; return its metrics."""
-    cfg = params.rl
+    cfg = params.rl.for_arm(arm)
     if arm not in cfg.arms or seed not in cfg.seeds or not 1 <= round_n <= len(cfg.rounds):
         raise ValueError(f"{arm} seed {seed} round {round_n} is not in rl.arms/rl.seeds/rl.rounds")
     t0 = time.time()

@@ -137,3 +137,12 @@ def test_rl_round_refuses_an_arm_outside_the_params_or_a_missing_start(tmp_path,
             rl_round.main(["--params", str(REPO / "params.yaml"), "--arm", arm, "--seed", "0", "--round", "1"])
         assert exc.value.code == 2 and needle in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_per_arm_overrides_only_for_tunable_settings(tmp_path, monkeypatch, capsys):
+    path = write_params(tmp_path, rl={"overrides": {"grpo": {"train_budget": 30}}})
+    assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "rl.overrides.grpo: ['train_budget'] cannot "
+                                  "differ between arms (matched compute)")
+    params = load_params(REPO / "params.yaml", overrides={"rl.overrides": {"mrt_dense": {"alpha": 3, "lr": 3e-4}}})
+    assert (params.rl.for_arm("mrt_dense").alpha, params.rl.for_arm("mrt_dense").lr) == (3.0, 3e-4)
+    assert params.rl.for_arm("grpo") == params.rl  # an arm without overrides trains with the shared settings
