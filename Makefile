@@ -1,6 +1,7 @@
 # make run   : set up .venv (CPU torch where no GPU) and run the default pipeline with dvc repro
 # make test  : the same set-up, then the test suite
 # make flow  : the same pipeline as a Prefect flow (ephemeral API, no server to start)
+# make headline : the headline experiment (profiles/params_headline.yaml) in its own workspace runs/headline
 #
 # Override the torch install on other machines, e.g.
 #   make run TORCH_SPEC="torch==2.13.0" TORCH_PIP_ARGS="--index-url <your CUDA or CPU wheel index>"
@@ -22,7 +23,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run flow test lint ui clean-outputs
+.PHONY: setup run flow headline test lint ui clean-outputs
 
 setup: $(STAMP)
 
@@ -39,6 +40,9 @@ run: $(STAMP)
 
 flow: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline
+
+headline: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.profile profiles/params_headline.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check mrt_core tasks flows tests benchmarks
