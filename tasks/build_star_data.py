@@ -16,29 +16,33 @@ from collections import Counter
 import numpy as np
 
 from mrt_core.advantages import star_filter
-from mrt_core.envs.code_search import CodeSearchEnv
 from mrt_core.regret import progress, zero_progress_share
 from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
 from tasks.config import Params, stage_params
+from tasks.environments import environment, make_engine
 from tasks.generation import build_backend, build_backend_or_exit
 from tasks.generation.curves import episode_curves
-from tasks.generation.rollouts import Rollout, RolloutEngine
+from tasks.generation.rollouts import Rollout
 from tasks.modeling import model_hash
 from tasks.tracking import stage_run
 
 
 def run_build_star_data(params: Params, paths: Paths, backend=None) -> dict:
     cfg = params.build_star_data
-    env = CodeSearchEnv(params.env.spec())
     model_path = paths.model(cfg.model)
     backend = backend or build_backend(params, model_path)
-    engine = RolloutEngine(backend, env, cfg.temperature)
+    with environment(params) as env:
+        return _build(params, paths, cfg, env, make_engine(backend, env, cfg.temperature, params), model_path)
+
+
+def _build(params: Params, paths: Paths, cfg, env, engine, model_path) -> dict:
     problems = load_problems(paths, "train")[: cfg.n_problems]
     rolls = engine.run(problems, cfg.n_samples, cfg.budget, derive_seed(cfg.seed, "star"), cfg.batch_size,
                        desc="star samples")
     rows, rejects, all_progress = [], Counter(), []
-    for r, curve in zip(rolls, episode_curves(engine, rolls)):
+    mp = params.meta_prover
+    for r, curve in zip(rolls, episode_curves(engine, rolls, mp.estimator, mp.samples, derive_seed(cfg.seed, "j"))):
         episodes, j_values = curve.episodes, list(curve.j)
         prog = progress(np.array(j_values)).tolist()
         all_progress += prog

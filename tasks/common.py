@@ -139,3 +139,18 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+NOT_APPLICABLE = "not_applicable.json"
+WARMSTART_SCOPE = ("the MRT-B warm-start is built for the code-search environment (steps with feedback); text "
+                   "problems start RL from the base model (rl.start: base)")
+
+
+def write_not_applicable(folder: Path, stage: str, reason: str) -> dict:
+    """The output of a stage that does not apply to the configured environment (DVC needs every
+    output to exist): a folder holding only a note that says so and why."""
+    note = {"stage": stage, "applicable": False, "reason": reason}
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        write_json_atomic(tmp / NOT_APPLICABLE, note)
+    return note

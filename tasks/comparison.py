@@ -53,7 +53,7 @@ def comparison_markdown(metrics: dict, details: dict, budgets: list[int], arms: 
     lines = [f"Budgets marked * lie past the training budget C_0 = {train_budget}. Intervals: 95%, over seeds "
              "(Student t) where an arm has several, else over problems (bootstrap).", "",
              "### Accuracy", "", head]
-    for m in ["base", start, *arms]:
+    for m in dict.fromkeys(["base", start, *arms]):  # base once, also when RL starts from it
         lines.append(f"| {m} | " + " | ".join(_cell(metrics[m][f"B{b}"]) for b in budgets) + " |")
     g = {arm: gains(metrics, arm, start, budgets) for arm in arms}
     lines += ["", f"### Gain over the {start} model (and MRT's gain / GRPO's gain)", "", head]

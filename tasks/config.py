@@ -275,6 +275,15 @@ class GraderConfig(Section):
     memory_limit_mb: int = Field(4096, ge=0, description="address-space cap per worker (0: none)")
 
 
+class MetaProverConfig(Section):
+    """How ``J(mu | c)`` is estimated wherever the pipeline reads it (METHOD.md (2)-(3))."""
+
+    estimator: Literal["exact", "sampled"] = Field(
+        "exact", description="exact: teacher-forced probability of the reference (finite answer sets only) | "
+        "sampled: K forced answers per prefix, graded")
+    samples: int = Field(8, ge=1, description="K: forced answers per prefix (sampled estimator)")
+
+
 class PolicyConfig(Section):
     """Where the base policy comes from: trained here from scratch (train_base, the embedded
     default) or a pretrained causal LM (hub id or local folder) for text problems."""
@@ -503,6 +512,7 @@ class Params(Section):
     template: TemplateConfig = TemplateConfig()
     grader: GraderConfig = GraderConfig()
     policy: PolicyConfig = PolicyConfig()
+    meta_prover: MetaProverConfig = MetaProverConfig()
     train_base: TrainBaseConfig = TrainBaseConfig()
     synthesize_backtracks: SynthesizeBacktracksConfig = SynthesizeBacktracksConfig()
     sft_warmstart: SftWarmstartConfig = SftWarmstartConfig()
@@ -541,6 +551,41 @@ class Params(Section):
         if self.env.kind == "math" and self.policy.init != "pretrained":
             raise ValueError("env.kind=math needs policy.init=pretrained and policy.model: train_base trains "
                              "code-search policies only")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_problems_start_from_base(cls, raw: Any) -> Any:
+        """With env.kind math, settings left unset default to what text problems need: the base
+        model where the warm-start would be named (it is built for the code-search environment
+        only), and the sampled meta-prover (the answer set is not finite)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("env"), dict) or raw["env"].get("kind") != "math":
+            return raw
+        raw = dict(raw)
+        for section, key, value in (("rl", "start", "base"), ("build_star_data", "model", "base"),
+                                    ("evaluate", "models", ["base"]), ("meta_prover", "estimator", "sampled")):
+            part = dict(raw.get(section) or {})
+            part.setdefault(key, value)
+            raw[section] = part
+        return raw
+
+    @model_validator(mode="after")
+    def _no_warmstart_for_text_problems(self) -> "Params":
+        if self.env.kind == "code_search":
+            return self
+        named = {"rl.start": self.rl.start, "build_star_data.model": self.build_star_data.model}
+        uses = [name for name, value in named.items() if value == "warmstart"]
+        uses += ["evaluate.models"] if "warmstart" in self.evaluate.models else []
+        if uses:
+            raise ValueError(f"{', '.join(uses)} name the warm-start model, which is built for the code-search "
+                             "environment only (MRT-B backtracking traces): use base with env.kind math")
+        return self
+
+    @model_validator(mode="after")
+    def _exact_needs_a_finite_answer_set(self) -> "Params":
+        if self.env.kind == "math" and self.meta_prover.estimator == "exact":
+            raise ValueError("meta_prover.estimator=exact needs a finite answer set (env.kind code_search): use "
+                             "sampled for math problems")
         return self
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ import numpy as np
 
 from mrt_core.metrics import bootstrap_ci, maj_at_k_batch, pass_at_k, token_efficiency
 from mrt_core.regret import VOTE_COUNTS, progress, regret_curve, votes_normalized_regret, zero_progress_share
-from tasks.generation.curves import EpisodeCurve, episode_curves
+from tasks.generation.curves import EpisodeCurve, episode_curves, search_end
 from tasks.generation.rollouts import Rollout, RolloutEngine
 
 PROGRESS_BINS = np.linspace(-1.0, 1.0, 21)
@@ -24,25 +24,25 @@ def vote_accuracy(engine: RolloutEngine, r: Rollout, curve: EpisodeCurve, k: int
 
     from tasks.generation.prefix_tree import ProbeJob
 
-    end = r.answer_start - len(engine.term_ids)
+    end = search_end(engine, r)
     cuts = tuple(r.start_len + int(c) for c in curve.cut_offsets)
     gen = torch.Generator().manual_seed(seed)
     answers = engine.backend.probe_sampled(ProbeJob(tuple(r.token_ids[:end]), cuts), engine.term_ids,
                                            engine.env.answer_length(r.problem), k, engine.temperature, gen)
     out = np.zeros((len(cuts), len(VOTE_COUNTS)))
     for j, per_cut in enumerate(answers.tolist()):
-        texts = [engine.tok.decode(a) for a in per_cut]
+        texts = engine.forced_answers(r.problem, per_cut)
         for i, m in enumerate(VOTE_COUNTS):
             out[j, i] = maj_at_k_batch([texts], [r.problem.answer], min(m, k))
     return out
 
 
 def curve_rows(engine: RolloutEngine, rolls: list[Rollout], budgets: list[int], n_samples: int, n_boot: int,
-               seed: int, vote_samples: int, zero_threshold: float) -> dict:
+               seed: int, vote_samples: int, zero_threshold: float, meta_prover) -> dict:
     """Normalised regret (oracle, METHOD.md (6); votes vs episode, (7)) per budget with a
     bootstrap CI over problems, and the progress distribution (METHOD.md (4)), from the
     meta-prover curve of every rollout."""
-    curves = episode_curves(engine, rolls)
+    curves = episode_curves(engine, rolls, meta_prover.estimator, meta_prover.samples, seed)
     oracle = np.array([regret_curve(np.array(c.tokens), np.array(c.j), budgets) for c in curves])
     answer_tokens = engine.env.answer_length(rolls[0].problem) + len(engine.term_ids)
     votes = []

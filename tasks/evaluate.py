@@ -28,6 +28,7 @@ from mrt_core.metrics import accuracy, bootstrap_ci, seed_interval
 from tasks.build_dataset import load_problems
 from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, read_json, setup_process, write_json_atomic
 from tasks.config import Params, stage_params
+from tasks.environments import environment, make_engine
 from tasks.eval_metrics import curve_rows, efficiency_rows, pass_maj_rows
 from tasks.generation import GenerationBackend, build_backend, build_backend_or_exit
 from tasks.generation.rollouts import Rollout, RolloutEngine
@@ -62,11 +63,17 @@ def first_failure_backtracked(env: CodeSearchEnv, r: Rollout, id_text: dict) -> 
     return events[0][1] if events else None
 
 
+def state_count(r: Rollout, name: str) -> float:
+    """A counter of the environment's state (steps, wasted, attempts, ...); 0 where the
+    environment keeps none (text problems have no wasted steps or attempts)."""
+    return float(getattr(r.state, name, 0))
+
+
 def model_row(rolls: list[Rollout], n_samples: int, n_boot: int, seed: int, events: list) -> dict:
     """Accuracy with a bootstrap CI over problems, and how the budget was spent."""
     correct = np.array([r.correct for r in rolls], dtype=float).reshape(-1, n_samples)
     lo, hi = bootstrap_ci(correct.mean(axis=1), n_boot, seed)
-    steps = sum(r.state.steps for r in rolls)
+    steps = sum(state_count(r, "steps") for r in rolls)
     failed_first = [ev[0][1] for ev in events if ev]
     deep = [b for ev in events for step, b in ev if step >= 1]  # failures with a confirmed step to keep
     return {
@@ -74,14 +81,14 @@ def model_row(rolls: list[Rollout], n_samples: int, n_boot: int, seed: int, even
         "ci_low": lo,
         "ci_high": hi,
         "j_exact": float(np.mean([r.j_exact for r in rolls])),
-        "wasted_share": sum(r.state.wasted for r in rolls) / max(steps, 1),
-        "attempts": float(np.mean([r.state.attempts for r in rolls])),
-        "solved_share": float(np.mean([r.state.solved for r in rolls])),
+        "wasted_share": sum(state_count(r, "wasted") for r in rolls) / max(steps, 1),
+        "attempts": float(np.mean([state_count(r, "attempts") for r in rolls])),
+        "solved_share": float(np.mean([state_count(r, "solved") for r in rolls])),
         "stopped_by_policy": float(np.mean([r.stopped_by == "policy" for r in rolls])),
         "generated_tokens": float(np.mean([r.budget_tokens for r in rolls])),
         "forced_tokens": float(np.mean([r.role_count(Role.FORCED) for r in rolls])),
         "forced_continuations": float(np.mean([r.forced_continuations for r in rolls])),
-        "backtracks_per_rollout": float(np.mean([r.state.backtracks for r in rolls])),
+        "backtracks_per_rollout": float(np.mean([state_count(r, "backtracks") for r in rolls])),
         "backtrack_after_failed_first": float(np.mean(failed_first)) if failed_first else float("nan"),
         "n_failed_first": len(failed_first),
         "backtrack_after_deep_failure": float(np.mean(deep)) if deep else float("nan"),
@@ -112,31 +119,38 @@ def rollout_record(r: Rollout, budget: int, tokenizer) -> dict:
         "correct": r.correct,
         "j_exact": r.j_exact,
         "stopped_by": r.stopped_by,
-        "steps": r.state.steps,
-        "wasted": r.state.wasted,
-        "attempts": r.state.attempts,
+        "steps": state_count(r, "steps"),
+        "wasted": state_count(r, "wasted"),
+        "attempts": state_count(r, "attempts"),
     }
 
 
+def backtrack_events(engine: RolloutEngine, rolls: list[Rollout]) -> list[list[tuple[int, bool]]]:
+    """``failures`` of every rollout in the code-search environment (none elsewhere)."""
+    if not isinstance(engine.env, CodeSearchEnv):
+        return [[] for _ in rolls]
+    return [failures(engine.env, r, engine.id_text) for r in rolls]
+
+
 def evaluate_model(params: Params, paths: Paths, backend: GenerationBackend, problems, log=None,
-                   name: str = "base") -> tuple[dict, list[dict], dict]:
+                   name: str = "base", env=None) -> tuple[dict, list[dict], dict]:
     """Rows per budget, every rollout's record and the details (curves, pass@k) of one model."""
     cfg = params.evaluate
-    env = CodeSearchEnv(params.env.spec())
-    engine = RolloutEngine(backend, env, cfg.temperature, params.env.continuation_text)
+    env = env or CodeSearchEnv(params.env.spec())
+    engine = make_engine(backend, env, cfg.temperature, params)
     rows, records, details = {}, [], {"pass_maj": {}}
     for budget in cfg.budgets:
         # the same seed for every model: paired comparisons over the same problems and draws
         rolls = engine.run(problems, cfg.n_samples, budget, derive_seed(cfg.seed, "eval", budget),
                            cfg.batch_size, cfg.budget_forcing, desc=f"evaluate {name} B={budget}")
-        events = [failures(env, r, engine.id_text) for r in rolls]
+        events = backtrack_events(engine, rolls)
         rows[budget] = model_row(rolls, cfg.n_samples, cfg.n_bootstrap, derive_seed(cfg.seed, "boot", budget),
                                  events)
         records += [rollout_record(r, budget, backend.tokenizer) for r in rolls]
         details["pass_maj"][budget] = pass_maj_rows(rolls, cfg.n_samples)
     # meta-prover curves of the longest rollouts give regret at every smaller budget too
     curves = curve_rows(engine, rolls, cfg.budgets, cfg.n_samples, cfg.n_bootstrap, derive_seed(cfg.seed, "curves"),
-                        cfg.vote_samples, cfg.zero_threshold)
+                        cfg.vote_samples, cfg.zero_threshold, params.meta_prover)
     longest = records[-len(rolls):]  # the records of the rollouts the curves were read from
     for record, curve in zip(longest, curves["curves"]):
         record["episode_tokens"], record["episode_j"] = list(curve.tokens), list(curve.j)
@@ -158,7 +172,7 @@ def extrapolate(engine: RolloutEngine, problems, cfg, log=None, name: str = "bas
     for budget in cfg.extrapolation_budgets:
         rolls = engine.run(problems, cfg.n_samples, budget, derive_seed(cfg.seed, "extrapolate", budget),
                            cfg.batch_size, budget_forcing=True, desc=f"extrapolate {name} B={budget}")
-        events = [failures(engine.env, r, engine.id_text) for r in rolls]
+        events = backtrack_events(engine, rolls)
         rows[budget] = model_row(rolls, cfg.n_samples, cfg.n_bootstrap, derive_seed(cfg.seed, "boot-x", budget),
                                  events)
         if log:
@@ -167,7 +181,11 @@ def extrapolate(engine: RolloutEngine, problems, cfg, log=None, name: str = "bas
 
 
 def reference_rows(params: Params, problems, log=None) -> dict:
+    """Bisection and the base data policy, simulated exactly (the code-search environment has a
+    known optimal policy; text problems have none: no rows)."""
     cfg = params.evaluate
+    if params.env.kind != "code_search":
+        return {}
     env = CodeSearchEnv(params.env.spec())
     data_policy = base_guess_fn(env.spec.n_values, params.train_base.p_informed)
     out = {"bisection": {}, "data_policy": {}}
@@ -208,8 +226,10 @@ def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None =
     problems = load_problems(paths, "test")
     backends = backends or {m: build_backend(params, path) for m, path in evaluated_models(params, paths).items()}
     results, records, details = {}, {}, {}
-    for name, backend in backends.items():
-        results[name], records[name], details[name] = evaluate_model(params, paths, backend, problems, log, name)
+    with environment(params) as env:
+        for name, backend in backends.items():
+            results[name], records[name], details[name] = evaluate_model(params, paths, backend, problems, log, name,
+                                                                         env)
     for arm in (m for m in params.evaluate.models if m in params.rl.arms):
         names = [f"{arm}/s{seed}/r{params.rl.rounds[-1].n}" for seed in params.rl.seeds]
         results[arm], details[arm] = aggregate_seeds([results[n] for n in names], [details[n] for n in names])
@@ -293,7 +313,8 @@ def write_outputs(paths: Paths, results: dict, records: dict[str, list[dict]], b
     write_json_atomic(paths.metrics / "evaluate_details.json", {"schema": DETAILS_SCHEMA, **(details or {})},
                       sort_keys=False)
     models = shown if shown is not None else [n for n in results if n not in REFERENCES]
-    plot_rows = [{"budget": b, **{name: results[name][b]["accuracy"] for name in [*models, *REFERENCES]}}
+    refs = [n for n in REFERENCES if n in results]
+    plot_rows = [{"budget": b, **{name: results[name][b]["accuracy"] for name in [*models, *refs]}}
                  for b in budgets]
     write_json_atomic(paths.plots / "accuracy_vs_budget.json", plot_rows)
     regret_rows = [{"budget": b, **{n: results[n][b]["regret"] for n in models},
@@ -319,9 +340,10 @@ def plot_accuracy(results: dict, budgets: list[int], out, models: list[str]) -> 
         over = rows[0].get("ci_over", "problems")
         ax.plot(budgets, [r["accuracy"] for r in rows], "o-", label=f"{name} (95% CI over {over})")
         ax.fill_between(budgets, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.2)
-    ax.plot(budgets, [results["bisection"][b]["accuracy"] for b in budgets], "k--", label="bisection (optimal)")
-    data_policy = [results["data_policy"][b]["accuracy"] for b in budgets]
-    ax.plot(budgets, data_policy, ":", label="base data policy (never gives up)")
+    if "bisection" in results:
+        ax.plot(budgets, [results["bisection"][b]["accuracy"] for b in budgets], "k--", label="bisection (optimal)")
+        data_policy = [results["data_policy"][b]["accuracy"] for b in budgets]
+        ax.plot(budgets, data_policy, ":", label="base data policy (never gives up)")
     ax.set_xlabel("generated-token budget")
     ax.set_ylabel("accuracy (forced answer)")
     ax.set_ylim(0, 1.02)
@@ -347,10 +369,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in display_models(params):
         for b in params.evaluate.budgets:
             row = results[name][b]
+            ref = f" bisection={results['bisection'][b]['accuracy']:.3f}" if "bisection" in results else ""
             print(f"{name:9s} B={b:3d} acc={row['accuracy']:.3f} [{row['ci_low']:.3f},{row['ci_high']:.3f}] "
-                  f"wasted={row['wasted_share']:.2f} backtrack|failed-first={row['backtrack_after_failed_first']:.2f} "
-                  f"backtrack|deep-failure={row['backtrack_after_deep_failure']:.2f} "
-                  f"bisection={results['bisection'][b]['accuracy']:.3f}")
+                  f"wasted={row['wasted_share']:.2f} backtrack|deep-failure={row['backtrack_after_deep_failure']:.2f} "
+                  f"regret={row['regret']:.3f}{ref}")
 
 
 if __name__ == "__main__":

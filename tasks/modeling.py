@@ -61,7 +61,7 @@ def load_policy(path: str | Path):
     if not Path(path).exists() and "/" not in path:
         raise FileNotFoundError(f"model {path!r} not found: run the stage that trains it first")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")  # as saved (float32 for the embedded model)
     model.eval()
     return model, tokenizer
 
@@ -76,6 +76,22 @@ def check_round_trip(tokenizer, alphabet: str) -> None:
                 f"tokenizer cannot round-trip {ch!r} (got ids {ids}): the model's tokenizer does not cover "
                 "the environment's alphabet; retrain the base model or fix env strings in params.yaml"
             )
+
+
+def check_tokenizer(tokenizer, params) -> None:
+    """The tokenizer can write what the configured environment needs: every character of the
+    code-search alphabet, or (text problems) the template's fixed strings, encoded and decoded
+    back unchanged. Raises ``ValueError`` naming what fails."""
+    if params.env.kind == "code_search":
+        check_round_trip(tokenizer, params.env.spec().alphabet())
+        return
+    t = params.template
+    for name in ("think_close", "termination_text", "continuation_text"):
+        text = getattr(t, name)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if text and tokenizer.decode(ids) != text:
+            raise ValueError(f"the model's tokenizer does not write template.{name}={text!r} back unchanged (got "
+                             f"{tokenizer.decode(ids)!r}): fix the template string for this model")
 
 
 def encode_segments(tokenizer, segments: list[Segment]) -> tuple[list[int], list[bool]]:

@@ -50,7 +50,7 @@ def figures(metrics: dict, details: dict, budgets: list[int], models: list[str])
             over = rows[0].get("ci_over", "problems")
             ax.plot(budgets, [r["accuracy"] for r in rows], "o-", label=f"{m} (CI over {over})")
             ax.fill_between(budgets, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.2)
-        for ref, style in zip(REFERENCES, ("k--", ":")):
+        for ref, style in ((r, st) for r, st in zip(REFERENCES, ("k--", ":")) if r in metrics):
             ax.plot(budgets, [metrics[ref][k]["accuracy"] for k in keys], style, label=ref)
         ax.set(xlabel="generated-token budget", ylabel="accuracy (forced answer)", ylim=(0, 1.02))
 
@@ -85,7 +85,7 @@ def headline_rows(metrics: dict, budgets: list[int], models: list[str]) -> list[
     header = ["model"] + [f"acc@{b}" for b in budgets] + [f"regret@{budgets[-1]}", "wasted steps"]
     rows = [header]
     runs = [m for m in metrics if m not in models and m not in REFERENCES]
-    for m in [*models, *REFERENCES, *runs]:
+    for m in [*models, *(r for r in REFERENCES if r in metrics), *runs]:
         cells = [m]
         for b in budgets:
             r = metrics[m][f"B{b}"]
@@ -196,7 +196,7 @@ def run_report(params: Params, paths: Paths) -> dict[str, bytes]:
     table = headline_rows(metrics, budgets, models)
     arms = [m for m in models if m in params.rl.arms]
     comparison = comparison_markdown(metrics, details, budgets, arms, params.rl.train_budget,
-                                     params.evaluate.efficiency_levels)
+                                     params.evaluate.efficiency_levels, start=params.rl.start)
     with atomic_path(paths.reports) as tmp:
         tmp.mkdir()
         ext = extrapolation_lines(details)

@@ -41,7 +41,6 @@ from tqdm import tqdm
 
 from mrt_core.advantages import GroupedRollouts, StarRule, arm_advantages
 from mrt_core.envs.base import Role
-from mrt_core.envs.code_search import CodeSearchEnv
 from mrt_core.loss import kl_k3, policy_loss
 from mrt_core.regret import normalized_regret, progress, zero_progress_share
 from tasks.build_dataset import load_problems
@@ -56,10 +55,11 @@ from tasks.common import (
     write_json_atomic,
 )
 from tasks.config import Params, RlConfig, load_params_or_exit
+from tasks.environments import environment, make_engine
 from tasks.generation.curves import EpisodeCurve, episode_curves
 from tasks.generation.hf import HFBackend
 from tasks.generation.rollouts import Rollout, RolloutEngine, Start
-from tasks.modeling import check_round_trip, load_policy, model_hash
+from tasks.modeling import check_tokenizer, load_policy, model_hash
 from tasks.tracking import stage_run
 
 ROLE_CHAR = {"prompt": "p", "gen": "g", "env": "e", "forced": "f"}
@@ -99,14 +99,14 @@ def prefix_cuts(engine: RolloutEngine, r: Rollout, curve: EpisodeCurve, cfg: RlC
     for k in range(min(len(curve.j), cfg.max_prefix_episodes + 1)):
         if curve.tokens[k] >= cfg.train_budget:
             break
-        if k and engine.prefix_of(r, r.start_len + curve.cut_offsets[k]).state.solved:
+        if k and getattr(engine.prefix_of(r, r.start_len + curve.cut_offsets[k]).state, "solved", False):
             break
         ks.append(k)
     return ks
 
 
-def sample_prefixes(engine: RolloutEngine, problems, cfg: RlConfig, seed: int, round_n: int,
-                    n: int) -> tuple[list[Prefix], int]:
+def sample_prefixes(engine: RolloutEngine, problems, cfg: RlConfig, seed: int, round_n: int, n: int,
+                    meta_prover) -> tuple[list[Prefix], int]:
     """``n`` prefixes from rollouts of the engine's current policy (the round's start), and the
     tokens those rollouts generated (their whole cost, not only the kept prefixes)."""
     rng = random.Random(derive_seed(seed, "prefixes", round_n))
@@ -114,7 +114,9 @@ def sample_prefixes(engine: RolloutEngine, problems, cfg: RlConfig, seed: int, r
     rolls = engine.run_from([Start(p, i) for i, p in enumerate(drawn)], cfg.train_budget,
                             derive_seed(seed, "prefix-rollouts", round_n), cfg.batch_size, desc="prefix rollouts")
     pool = []
-    for i, (r, curve) in enumerate(zip(rolls, episode_curves(engine, rolls))):
+    curves = episode_curves(engine, rolls, meta_prover.estimator, meta_prover.samples,
+                            derive_seed(seed, "prefix-j", round_n))
+    for i, (r, curve) in enumerate(zip(rolls, curves)):
         k = rng.choice(prefix_cuts(engine, r, curve, cfg))
         start = engine.prefix_of(r, r.start_len + curve.cut_offsets[k], sample=i)
         pool.append(Prefix(start, curve.j[k], curve.tokens[k], k))
@@ -229,11 +231,12 @@ def policy_update(accelerator, model, ref_model, optimizer, rolls: list[Rollout]
 # --- validation -----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def validate(engine: RolloutEngine, ref_model, problems, cfg: RlConfig, round_n: int, pad_id: int) -> dict:
+def validate(engine: RolloutEngine, ref_model, problems, cfg: RlConfig, round_n: int, pad_id: int,
+             meta_prover) -> dict:
     """From the prompt at the training budget, the same draws for every arm: accuracy,
     normalised regret against the oracle at C_0 (METHOD.md (6)), progress, KL to the reference."""
     rolls = engine.run(problems, cfg.val_samples, cfg.train_budget, derive_seed("val", round_n), cfg.batch_size)
-    curves = episode_curves(engine, rolls)
+    curves = episode_curves(engine, rolls, meta_prover.estimator, meta_prover.samples, derive_seed("val-j", round_n))
     prog = np.concatenate([progress(np.array(c.j)) for c in curves])
     ids, attn = _padded([r.token_ids for r in rolls], pad_id)
     mask = torch.tensor([[x == Role.GENERATED for x in r.roles[1:]] + [False] * (ids.shape[1] - len(r.roles))
@@ -247,7 +250,8 @@ def validate(engine: RolloutEngine, ref_model, problems, cfg: RlConfig, round_n:
         "val_zero_progress_share": zero_progress_share(prog, cfg.zero_threshold),
         "val_episodes_per_trace": float(np.mean([len(c.j) - 1 for c in curves])),
         "val_tokens_per_trace": float(np.mean([r.budget_tokens for r in rolls])),
-        "val_wasted_share": sum(r.state.wasted for r in rolls) / max(sum(r.state.steps for r in rolls), 1),
+        "val_wasted_share": sum(getattr(r.state, "wasted", 0) for r in rolls)
+        / max(sum(getattr(r.state, "steps", 0) for r in rolls), 1),
         "kl_to_reference": float((kl * mask).sum() / mask.sum()),
     }
 
@@ -297,27 +301,40 @@ def run_rl_round(params: Params, paths: Paths, arm: str, seed: int, round_n: int
     cfg = params.rl.for_arm(arm)
     if arm not in cfg.arms or seed not in cfg.seeds or not 1 <= round_n <= len(cfg.rounds):
         raise ValueError(f"{arm} seed {seed} round {round_n} is not in rl.arms/rl.seeds/rl.rounds")
+    with environment(params) as env:
+        return _round(params, paths, cfg, env, arm, seed, round_n, log)
+
+
+def probe_cost(engine: RolloutEngine, problem, meta_prover) -> int:
+    """Tokens one read of J costs: the termination text and the answer, teacher-forced once
+    (exact) or sampled K times (sampled)."""
+    once = len(engine.term_ids) + engine.env.answer_length(problem)
+    return once if meta_prover.estimator == "exact" else meta_prover.samples * once
+
+
+def _round(params: Params, paths: Paths, cfg: RlConfig, env, arm: str, seed: int, round_n: int, log) -> dict:
     t0 = time.time()
     accelerator = Accelerator()
     model, tok = load_policy(round_model(paths, params, arm, seed, round_n - 1))
     ref_model, _ = load_policy(paths.model(cfg.start))
-    check_round_trip(tok, params.env.spec().alphabet())
+    check_tokenizer(tok, params)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     ref_model = ref_model.to(accelerator.device)
-    env = CodeSearchEnv(params.env.spec())
-    engine = RolloutEngine(HFBackend(accelerator.unwrap_model(model), tok), env, cfg.temperature)
+    engine = make_engine(HFBackend(accelerator.unwrap_model(model), tok), env, cfg.temperature, params)
+    mp = params.meta_prover
     problems = load_problems(paths, "train")
     val_problems = load_problems(paths, "val")[: cfg.val_problems]
-    probe_cost = len(engine.term_ids) + env.spec.n_digits  # teacher-forced tokens one exact probe reads
+    cost = probe_cost(engine, problems[0], mp)
 
     state_dir = _state_dir(paths, arm, seed, round_n)
-    fingerprint = sha256_text(json.dumps([cfg.model_dump(), params.env.model_dump(), arm, seed, round_n,
-                                          model_hash(round_model(paths, params, arm, seed, round_n - 1))]))
+    start_hash = model_hash(round_model(paths, params, arm, seed, round_n - 1))
+    fingerprint = sha256_text(json.dumps([cfg.model_dump(), params.env.model_dump(), mp.model_dump(), arm, seed,
+                                          round_n, start_hash]))
     run = _resume(accelerator, state_dir, engine, {p.id: p for p in problems}, fingerprint)
     if run is None:  # (1) prefixes and J(mu|c) from the round's start policy: one batch job
         pool, prefix_cost = sample_prefixes(engine, problems, cfg, seed, round_n,
-                                            cfg.steps_per_round * cfg.prompts_per_step)
+                                            cfg.steps_per_round * cfg.prompts_per_step, mp)
         run = RoundState(0, pool, prefix_cost, [], [], [], fingerprint)
         _save(accelerator, state_dir, run)
     star = StarRule(cfg.star_min_total_progress, cfg.star_max_zero_share, cfg.zero_threshold)
@@ -326,12 +343,12 @@ def run_rl_round(params: Params, paths: Paths, arm: str, seed: int, round_n: int
         prefixes = run.pool[step * cfg.prompts_per_step : (step + 1) * cfg.prompts_per_step]
         starts = continuation_starts(prefixes, arm, cfg)
         rolls = engine.run_from(starts, cfg.train_budget, derive_seed(seed, "step", round_n, step), cfg.batch_size)
-        curves = episode_curves(engine, rolls)
+        curves = episode_curves(engine, rolls, mp.estimator, mp.samples, derive_seed(seed, "step-j", round_n, step))
         batch = group(rolls, curves, prefixes, starts, cfg.group_size)
         adv = arm_advantages(arm, batch, cfg.alpha, star).flatten(0, 1)
         mask = batch.mask.flatten(0, 1)
         update = policy_update(accelerator, model, ref_model, optimizer, rolls, adv, mask, cfg, tok.pad_token_id)
-        row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg, probe_cost), **update}
+        row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg, cost), **update}
         run.history.append(row)
         mean_adv = [float(a[m].mean()) if m.any() else 0.0 for a, m in zip(adv, mask)]
         run.records += [rollout_record(r, c, engine, step + 1, prefixes[i // cfg.group_size], s.answer_now, a)
@@ -340,7 +357,7 @@ def run_rl_round(params: Params, paths: Paths, arm: str, seed: int, round_n: int
         if log:
             log({k: v for k, v in row.items() if k != "step"}, (round_n - 1) * cfg.steps_per_round + run.step)
         if run.step % cfg.save_every == 0 or run.step == cfg.steps_per_round:  # (3) snapshot: validate
-            val = validate(engine, ref_model, val_problems, cfg, round_n, tok.pad_token_id)
+            val = validate(engine, ref_model, val_problems, cfg, round_n, tok.pad_token_id, mp)
             best_so_far = max((v["val_accuracy"] for v in run.validations), default=-1.0)
             run.validations.append({"step": run.step, **val})
             if cfg.keep == "last_and_best" and val["val_accuracy"] > best_so_far:
@@ -348,7 +365,7 @@ def run_rl_round(params: Params, paths: Paths, arm: str, seed: int, round_n: int
             if run.step < cfg.steps_per_round:
                 _save(accelerator, state_dir, run)
 
-    summary = round_summary(arm, seed, round_n, cfg, run, probe_cost)
+    summary = round_summary(arm, seed, round_n, cfg, run, cost)
     if accelerator.is_main_process:  # (4) outputs, then the resume state is no longer needed
         _write_outputs(paths.rl_round(arm, seed, round_n), accelerator.unwrap_model(model), tok, summary, run,
                        state_dir / "best")

@@ -26,7 +26,15 @@ from trl import SFTConfig, SFTTrainer
 from mrt_core.envs.base import Problem, Role, Segment
 from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
 from tasks.build_dataset import load_problems
-from tasks.common import Paths, atomic_path, derive_seed, read_jsonl, setup_process
+from tasks.common import (
+    WARMSTART_SCOPE,
+    Paths,
+    atomic_path,
+    derive_seed,
+    read_jsonl,
+    setup_process,
+    write_not_applicable,
+)
 from tasks.config import Params, stage_params
 from tasks.modeling import check_round_trip, encode_segments, load_policy
 from tasks.tracking import stage_run
@@ -143,6 +151,8 @@ def sft_args(params: Params, output_dir: str, has_val: bool) -> SFTConfig:
 
 def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
     """Fine-tune ``models/base`` on ``data/backtracks`` into ``models/warmstart``."""
+    if params.env.kind != "code_search":
+        return write_not_applicable(paths.warmstart_model, "sft_warmstart", WARMSTART_SCOPE)
     _, tokenizer = load_policy(paths.base_model)
     check_round_trip(tokenizer, params.env.spec().alphabet())
     rows = read_jsonl(paths.backtracks / "traces.jsonl")
@@ -180,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         except WarmstartDataError as exc:
             print(f"sft_warmstart: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
-        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
+        mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})
     print(f"sft_warmstart: {summary}")
 
 

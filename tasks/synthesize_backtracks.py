@@ -24,7 +24,16 @@ from mrt_core.backtrack import choose_backtrack_step, plan_trace, success_gain
 from mrt_core.envs.base import Problem, Role, Segment
 from mrt_core.envs.code_search import CodeSearchEnv
 from tasks.build_dataset import load_problems
-from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
+from tasks.common import (
+    WARMSTART_SCOPE,
+    Paths,
+    atomic_path,
+    derive_seed,
+    jsonl_text,
+    setup_process,
+    write_json_atomic,
+    write_not_applicable,
+)
 from tasks.config import Params, stage_params
 from tasks.generation import build_backend, build_backend_or_exit
 from tasks.generation.rollouts import RolloutEngine, Start
@@ -205,6 +214,8 @@ def synthesis_stats(problems, failed, cands, rows, rejects) -> dict:
 
 def run_synthesize_backtracks(params: Params, paths: Paths, backend=None) -> dict:
     """Write ``traces.jsonl`` and ``meta.json`` under ``paths.backtracks``; returns the stats."""
+    if params.env.kind != "code_search":
+        return write_not_applicable(paths.backtracks, "synthesize_backtracks", WARMSTART_SCOPE)
     backend = backend or build_backend(params, paths.base_model)
     rows, stats = synthesize(params, paths, backend)
     with atomic_path(paths.backtracks) as tmp:
@@ -218,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.synthesize_backtracks.seed)
     paths = Paths()
-    backend = build_backend_or_exit("synthesize_backtracks", params, paths.base_model)
+    code_search = params.env.kind == "code_search"
+    backend = build_backend_or_exit("synthesize_backtracks", params, paths.base_model) if code_search else None
     with stage_run("synthesize_backtracks", params.runtime.tracking_uri, params.runtime.experiment,
                    {"synthesize_backtracks": params.synthesize_backtracks.model_dump()}) as mlflow:
         try:
@@ -227,8 +239,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"synthesize_backtracks: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
         mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
-        mlflow.log_metrics({f"rejects.{k}": float(v) for k, v in stats["rejects"].items()})
-        mlflow.log_artifact(str(paths.backtracks / "meta.json"))
+        mlflow.log_metrics({f"rejects.{k}": float(v) for k, v in stats.get("rejects", {}).items()})
+        for note in paths.backtracks.glob("*.json"):
+            mlflow.log_artifact(str(note))
     print(f"synthesize_backtracks: {stats}")
 
 

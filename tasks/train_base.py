@@ -27,9 +27,9 @@ from transformers import get_cosine_schedule_with_warmup
 from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
 from tasks.build_dataset import load_problems
-from tasks.common import Paths, atomic_path, derive_seed, setup_process, sha256_text
+from tasks.common import Paths, atomic_path, derive_seed, setup_process, sha256_text, write_json_atomic
 from tasks.config import Params, TrainBaseConfig, stage_params
-from tasks.modeling import build_char_tokenizer, build_model, collate, encode_segments
+from tasks.modeling import build_char_tokenizer, build_model, check_tokenizer, collate, encode_segments, model_hash
 from tasks.tracking import stage_run
 
 
@@ -62,8 +62,30 @@ def validation_loss(model, batches: list[dict[str, torch.Tensor]]) -> float:
     return sum(losses) / len(losses)
 
 
+def import_pretrained(params: Params, paths: Paths) -> dict:
+    """``policy.init: pretrained``: the base model is ``policy.model`` (a hub id or a folder),
+    saved under ``paths.base_model`` with its tokenizer, so every later stage (and DVC) sees the
+    exact weights the pipeline started from."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = params.policy.model
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, params.policy.dtype))
+    check_tokenizer(tokenizer, params)
+    with atomic_path(paths.base_model) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "source.json", {"model": source, "dtype": params.policy.dtype})
+    return {"n_params": sum(p.numel() for p in model.parameters()), "imported_from": source,
+            "weights_sha256": model_hash(paths.base_model)}
+
+
 def run_train_base(params: Params, paths: Paths, log=None) -> dict:
-    """Train and save the base model under ``paths.base_model``; returns summary metrics."""
+    """Train and save the base model under ``paths.base_model`` (or import the pretrained one,
+    ``policy.init: pretrained``); returns summary metrics."""
+    if params.policy.init == "pretrained":
+        return import_pretrained(params, paths)
     cfg = params.train_base
     env = CodeSearchEnv(params.env.spec())
     tokenizer = build_char_tokenizer(env.spec.alphabet())
@@ -140,10 +162,14 @@ def main(argv: list[str] | None = None) -> None:
     setup_process(params.runtime.torch_threads, params.train_base.seed)
     paths = Paths()
     with stage_run("train_base", params.runtime.tracking_uri, params.runtime.experiment,
-                   {"train_base": params.train_base.model_dump(), "env": params.env.model_dump()}) as mlflow:
+                   {"train_base": params.train_base.model_dump(), "env": params.env.model_dump(),
+                    "policy": params.policy.model_dump()}) as mlflow:
         summary = run_train_base(params, paths, log=lambda m, step: mlflow.log_metrics(m, step=step))
-        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
-        mlflow.log_artifacts(str(paths.base_model), artifact_path="model")
+        mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})
+        if params.policy.init == "scratch":  # an imported model is already where it came from
+            mlflow.log_artifacts(str(paths.base_model), artifact_path="model")
+        else:
+            mlflow.set_tag("policy.source", params.policy.model)
     print(f"train_base: {summary}")
 
 

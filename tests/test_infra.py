@@ -120,9 +120,7 @@ def test_gpu_profile_validates_with_the_paper_settings():
     assert source.split_config("test").dataset == "HuggingFaceH4/MATH-500"
     assert source.split_config("test").columns.id == "unique_id" and source.split_config("train").columns.id is None
     text = path.read_text()
-    rl = text[text.index("# rl (filled by the RL issue)"):]
-    settings = {" ".join(line.split()) for line in rl.splitlines()}
-    for setting in ["# learning rate: 1.0e-6", "# generations per prompt: 4", "# sampling temperature: 0.9",
-                    "# batch size: 256"]:
-        assert setting in settings
+    rl = params.rl  # the paper's settings: lr 1e-6, 4 generations per prompt, temperature 0.9, batch 256
+    assert (rl.lr, rl.group_size, rl.temperature, rl.prompts_per_step * rl.group_size) == (1e-6, 4, 0.9, 256)
+    assert rl.start == "base" and params.meta_prover.estimator == "sampled"
     assert "TODO" not in text

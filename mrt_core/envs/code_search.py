@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from mrt_core.envs.base import Problem, Role, Segment, StepResult
+from mrt_core.episodes import Episode, build_episodes, segment_attempts
 
 GuessFn = Callable[["SearchState", random.Random], int]
 
@@ -223,6 +224,12 @@ class CodeSearchEnv:
             return StepResult(new, s.obs_higher + s.obs_attempt_end, wasted)
         new = replace(state, hi=_set(state.hi, i, min(state.hi[i], g - 1)), digit=0, **counts)
         return StepResult(new, s.obs_lower + s.obs_attempt_end, wasted)
+
+    def episodes(self, text: str, token_offsets=None) -> tuple[Episode, ...]:
+        """The episodes of a search: its attempts, each ending with the environment's verdict
+        (``segment_attempts``; METHOD.md, Objects)."""
+        ends = (self.spec.obs_attempt_end, self.spec.obs_solved)
+        return build_episodes(text, token_offsets, segment_attempts(text, ends))
 
     # --- policies (pure simulations, used for data and as references) ----------------------
     def posterior_answer(self, state: SearchState, rng: random.Random) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import torch
 
 from tasks.generation.prefix_tree import ProbeJob
-from tasks.modeling import check_round_trip
+from tasks.modeling import check_tokenizer
 
 VLLM_HINT = (
     "the 'vllm' generation backend needs vLLM, which is CUDA-only: on a GPU machine run "
@@ -131,5 +131,5 @@ def build_backend(params, model_path) -> GenerationBackend:
     gen = params.generation
     backend = make_backend(gen.backend, str(model_path), gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
                            dtype=gen.vllm_dtype)
-    check_round_trip(backend.tokenizer, params.env.spec().alphabet())
+    check_tokenizer(backend.tokenizer, params)
     return backend

@@ -42,6 +42,7 @@ class Rollout:
     forced_continuations: int = 0  # budget forcing: stops overridden
     start_len: int = 0  # tokens given at the start (prompt, or a prefix of another rollout)
     budget: int = 0  # generated tokens this rollout may spend before its answer is forced
+    search_end: int = -1  # index in token_ids where the search ends and the answer's forced text begins
 
     def role_count(self, role: Role) -> int:
         return sum(r == role for r in self.roles)
@@ -125,6 +126,14 @@ class RolloutEngine:
         self._score_exact([r for r in rolls if r.answer_start >= 0])
         return rolls
 
+    def forced_answers(self, problem: Problem, answers: list[list[int]]) -> list[str | None]:
+        """The answers in sampled forced continuations (token ids after the termination text)."""
+        return [self.tok.decode(a) for a in answers]
+
+    def forced_correct(self, problem: Problem, answers: list[list[int]]) -> list[bool]:
+        """Grades of sampled forced answers (token ids after the termination text)."""
+        return [self.env.grader.grade(a, problem.answer) for a in self.forced_answers(problem, answers)]
+
     def prefix_of(self, r: Rollout, cut: int, sample: int = 0, budget: int | None = None,
                   answer_now: bool = False) -> Start:
         """A start holding the first ``cut`` tokens of rollout ``r`` (e.g. its first k episodes),
@@ -145,6 +154,7 @@ class RolloutEngine:
             r = Rollout(start.problem, start.sample, list(start.token_ids), list(start.roles), start.state,
                         start_len=len(start.token_ids), budget=budget)
         if start.answer_now or budget <= 0:  # no generation before the answer: force it now
+            r.search_end = len(r.token_ids)
             self._append(r, self.term_ids, Role.FORCED)
             r.stopped_by, r.answer_start = "budget", len(r.token_ids)
         return r
@@ -163,6 +173,7 @@ class RolloutEngine:
                 r.forced_continuations += 1
                 self._append(r, self.continuation_ids, Role.FORCED)
                 return False
+            r.search_end = len(r.token_ids)
             self._append(r, [t], Role.GENERATED)  # the policy stops: the rest of the text is forced
             self._append(r, self.term_ids[1:], Role.FORCED)
             r.stopped_by, r.answer_start = "policy", len(r.token_ids)
@@ -175,6 +186,7 @@ class RolloutEngine:
             r.stopped_by = "condition"
             return True
         if r.budget_tokens >= budget:  # budget spent: force the answer
+            r.search_end = len(r.token_ids)
             self._append(r, self.term_ids, Role.FORCED)
             r.stopped_by, r.answer_start = "budget", len(r.token_ids)
         return False
@@ -193,7 +205,7 @@ class RolloutEngine:
         reference answer after the prefix + termination text, teacher-forced, all in one batch."""
         if not rolls:
             return
-        cuts = [r.answer_start - len(self.term_ids) for r in rolls]
+        cuts = [r.search_end for r in rolls]
         jobs = [ProbeJob(tuple(r.token_ids[:cut]), (cut,)) for r, cut in zip(rolls, cuts)]
         logps = self.backend.probe_logprobs_batch(jobs, self.term_ids, [self.encode(r.problem.answer) for r in rolls])
         for r, logp in zip(rolls, logps):
