@@ -1,22 +1,31 @@
 """The real-model path end to end on CPU: a tiny random Qwen2 with a locally trained byte-level
-tokenizer stands in for a hub model, the math fixture files for a hub dataset, and the same
-dvc.yaml runs every stage by configuration alone (env.kind: math, policy.init: pretrained,
-the sampled meta-prover, the math-verify grader)."""
+tokenizer stands in for a hub model, the math fixture files for a hub dataset, and every stage
+of dvc.yaml runs, in order, by configuration alone (env.kind: math, policy.init: pretrained,
+the sampled meta-prover, the math-verify grader). The stages run in-process here; that DVC and
+Prefect run the same stage functions is tests/test_pipeline.py's job."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from tests.conftest import SMOKE_PARAMS, copy_project
+from tasks.build_dataset import run_build_dataset
+from tasks.build_star_data import run_build_star_data
+from tasks.common import Paths
+from tasks.config import load_params
+from tasks.evaluate import run_evaluate
+from tasks.report import run_report
+from tasks.rl_round import run_rl_round
+from tasks.rl_start import run_rl_start
+from tasks.sft_warmstart import run_sft_warmstart
+from tasks.synthesize_backtracks import run_synthesize_backtracks
+from tasks.train_base import run_train_base
+from tests.conftest import SMOKE_PARAMS
 from tests.test_tiny_qwen2 import FIXTURES, fixture_texts
 from tests.tiny_qwen2 import build_tiny_qwen2
 
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
@@ -39,14 +48,32 @@ def math_params(model: Path) -> dict:
     return raw
 
 
-def test_every_stage_runs_on_text_problems_through_dvc(tmp_path):
+def run_stages(params, paths: Paths) -> None:
+    """Every stage of dvc.yaml, in its order (the RL matrix expanded as DVC does)."""
+    run_build_dataset(params, paths)
+    run_train_base(params, paths)
+    run_synthesize_backtracks(params, paths)
+    run_sft_warmstart(params, paths)
+    run_build_star_data(params, paths)
+    for arm in params.rl.arms:
+        for seed in params.rl.seeds:
+            run_rl_start(params.rl.start, paths, arm, seed)
+            for link in params.rl.rounds:
+                run_rl_round(params, paths, arm, seed, link.n)
+    run_evaluate(params, paths)
+    run_report(params, paths)
+
+
+def test_every_stage_runs_on_text_problems(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 32-wide model: more threads only add overhead
     model = build_tiny_qwen2(tmp_path / "hub" / "tiny-qwen2", fixture_texts())
-    repo = copy_project(tmp_path / "repo")
-    (repo / "params.yaml").write_text(yaml.safe_dump(math_params(model), sort_keys=False))
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], [str(BIN / "dvc"), "repro"]):
-        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(math_params(model), sort_keys=False))
+    repo = tmp_path / "repo"
+    try:
+        run_stages(load_params(tmp_path / "params.yaml"), Paths(root=repo))
+    finally:
+        torch.set_num_threads(threads)
 
     assert json.loads((repo / "data/dataset/meta.json").read_text())["env"] == "math"
     assert json.loads((repo / "models/base/source.json").read_text())["model"] == str(model)
