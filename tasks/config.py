@@ -402,6 +402,10 @@ class SftWarmstartConfig(Section):
     save_every: int = Field(50, ge=1, description="checkpoint period (steps), for resuming")
     min_rows: int = Field(8, ge=1, description="fail when fewer warm-start traces exist")
     replay_share: float = Field(0.5, ge=0, lt=1, description="share of base data-policy traces mixed in")
+    replay_backtrack: float = Field(0.0, ge=0, le=1, description="in the replayed traces, probability of a "
+                                    "backtrack instead of a restart after an attempt fails past step 0")
+    replay_informed_after_backtrack: bool = Field(
+        False, description="the attempt after a replayed backtrack guesses inside the feedback's interval")
     init_new_tokens: bool = Field(False, description="start never-generated action tokens at the mean action embedding")
 
 

@@ -61,18 +61,27 @@ def is_val(problem_id: str, fraction: float) -> bool:
     return zlib.crc32(problem_id.encode()) % 10_000 < fraction * 10_000
 
 
-def replay_rows(params: Params, problems: list[Problem], n: int) -> list[dict]:
+def replay_rows(params: Params, problems: list[Problem], n: int, backtrack: bool = True) -> list[dict]:
     """``n`` traces of the base data policy (what the base model was trained on), mixed into the
-    warm-start data so that fine-tuning on backtracks does not erase the rest of the policy."""
+    warm-start data so that fine-tuning on backtracks does not erase the rest of the policy.
+
+    With ``sft_warmstart.replay_backtrack`` > 0 (and ``backtrack``) a failure past step 0 is
+    followed, with that probability, by a backtrack to the confirmed prefix instead of a restart,
+    and with ``replay_informed_after_backtrack`` the attempt after it guesses inside the
+    feedback's interval, as the successful attempts of the backtrack traces do: the backtrack is
+    then taught in every context the policy meets (after any failure past step 0, after an
+    earlier backtrack), not only right after the first one (docs/LOG.md)."""
     env = CodeSearchEnv(params.env.spec())
     cfg = params.train_base
     guess = base_guess_fn(env.spec.n_values, cfg.p_informed)
-    trace_cfg = TraceConfig(p_give_up=cfg.p_give_up, p_cut=cfg.p_cut, max_steps=cfg.max_steps)
+    trace_cfg = TraceConfig(p_give_up=cfg.p_give_up, p_cut=cfg.p_cut, max_steps=cfg.max_steps,
+                            p_backtrack=params.sft_warmstart.replay_backtrack if backtrack else 0.0)
     rng = random.Random(derive_seed(params.sft_warmstart.seed, "replay"))
+    after = base_guess_fn(env.spec.n_values, 1.0) if params.sft_warmstart.replay_informed_after_backtrack else None
     rows = []
     for _ in range(n):
         problem = rng.choice(problems)
-        segments = synthesize_trace(env, problem, guess, trace_cfg, rng)
+        segments = synthesize_trace(env, problem, guess, trace_cfg, rng, after)
         rows.append({"problem_id": problem.id, "segments": [[s.text, s.role.value] for s in segments],
                      "suffix_start": 0})
     return rows
@@ -109,7 +118,8 @@ def generated_ids(tokenizer, rows: list[dict]) -> set[int]:
 @torch.no_grad()
 def init_new_action_tokens(model, tokenizer, rows: list[dict], replay: list[dict]) -> list[int]:
     """Start tokens that the warm-start rows generate but the base never did (the backtrack
-    marker) at the mean embedding of the tokens the base does generate.
+    marker) at the mean embedding of the tokens the base does generate (``replay``: traces of
+    the base data policy without backtracks).
 
     Why: a token the base never had to produce was pushed down during pre-training along with
     every other unused token (<unk>, <pad>, feedback symbols); with tied embeddings, raising it
@@ -158,13 +168,17 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
     rows = read_jsonl(paths.backtracks / "traces.jsonl")
     share = params.sft_warmstart.replay_share
     n_replay = round(len(rows) * share / (1 - share))
-    replay = replay_rows(params, load_problems(paths, "train"), n_replay) if n_replay else []
+    problems = load_problems(paths, "train")
+    replay = replay_rows(params, problems, n_replay) if n_replay else []
     train, val = build_datasets(rows, tokenizer, params, replay)
     ckpt_dir = paths.checkpoints / "sft_warmstart"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     resume = get_last_checkpoint(str(ckpt_dir))
     model = AutoModelForCausalLM.from_pretrained(paths.base_model, dtype=torch.float32)
-    new_tokens = init_new_action_tokens(model, tokenizer, rows, replay) if params.sft_warmstart.init_new_tokens else []
+    new_tokens = []
+    if params.sft_warmstart.init_new_tokens:  # against the base policy's own traces (no backtracks)
+        reference = replay_rows(params, problems, max(n_replay, 256), backtrack=False)
+        new_tokens = init_new_action_tokens(model, tokenizer, list(rows) + replay, reference)
     trainer = SFTTrainer(model=model, args=sft_args(params, str(ckpt_dir), val is not None), train_dataset=train,
                          eval_dataset=val, processing_class=tokenizer, callbacks=[LossLogger(log)])
     result = trainer.train(resume_from_checkpoint=resume)

@@ -274,32 +274,61 @@ class TraceConfig:
     p_give_up: float = 0.02  # the policy stops after a failed attempt and answers
     p_cut: float = 0.15  # the engine forces an answer (teaches answering at any point)
     max_steps: int = 40
+    p_backtrack: float = 0.0  # after an attempt failed past step 0: backtrack instead of restarting
+
+
+def confirmed_prefix(state: SearchState) -> int:
+    """How many leading digits the feedback has confirmed (a backtrack may keep that many)."""
+    k = 0
+    while k < len(state.lo) and state.confirmed(k):
+        k += 1
+    return k
 
 
 def synthesize_trace(
-    env: CodeSearchEnv, problem: Problem, guess: GuessFn, cfg: TraceConfig, rng: random.Random
+    env: CodeSearchEnv, problem: Problem, guess: GuessFn, cfg: TraceConfig, rng: random.Random,
+    guess_after_backtrack: GuessFn | None = None,
 ) -> list[Segment]:
     """One base trace: attempts by ``guess`` until solved, given up, cut or ``max_steps``.
+
+    With ``cfg.p_backtrack`` > 0, after an attempt fails past step 0 the policy writes the
+    backtrack ``backtrack_text + symbols[j]`` with that probability instead of restarting, j the
+    number of confirmed leading digits (the deepest valid step: the one the warm-start's success
+    estimates choose, docs/LOG.md); the next attempt goes on from there, guessed by
+    ``guess_after_backtrack`` when given (else ``guess``). With 0 no random number is drawn for
+    it, so the traces are exactly those without the option.
 
     The trace ends with the termination text and a Bayes-optimal forced answer (the code when
     solved), so the model learns to answer from the feedback at any point. Termination text
     is GENERATED when the policy chose to stop, FORCED when the engine cut the trace.
     """
     spec = env.spec
+    failed_obs = (spec.obs_higher + spec.obs_attempt_end, spec.obs_lower + spec.obs_attempt_end)
     segments = [Segment(problem.prompt, Role.PROMPT)]
     state = env.initial_state(problem)
     stop_role = Role.FORCED
+    after_backtrack = False  # the current attempt started with a backtrack
     while not state.solved and state.steps < cfg.max_steps:
         if state.steps and state.digit == 0 and rng.random() < cfg.p_give_up:
             stop_role = Role.GENERATED
             break
         if state.steps and rng.random() < cfg.p_cut:
             break
-        action = spec.symbols[guess(state, rng)]
+        if (cfg.p_backtrack > 0 and state.digit == 0 and state.last_fail_step >= 1 and not state.solved
+                and segments[-1].text in failed_obs and rng.random() < cfg.p_backtrack):
+            step = spec.symbols[min(confirmed_prefix(state), spec.n_digits - 1)]
+            state = env.step(state, spec.backtrack_text).state
+            result = env.step(state, step)
+            segments += [Segment(spec.backtrack_text, Role.GENERATED), Segment(step, Role.GENERATED),
+                         Segment(result.observation, Role.ENV)]
+            state, after_backtrack = result.state, True
+        policy = guess_after_backtrack if after_backtrack and guess_after_backtrack else guess
+        action = spec.symbols[policy(state, rng)]
         result = env.step(state, action)
         segments.append(Segment(action, Role.GENERATED))
         segments.append(Segment(result.observation, Role.ENV))
         state = result.state
+        after_backtrack = after_backtrack and state.digit != 0
     if state.solved:
         stop_role = Role.GENERATED
     segments.append(Segment(spec.termination_text, stop_role))

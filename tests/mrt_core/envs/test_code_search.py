@@ -148,3 +148,48 @@ def test_grader_exact_match_and_missing_answer_is_wrong():
 def test_spec_rejects_termination_that_looks_like_a_guess():
     with pytest.raises(ValueError, match="termination_text"):
         CodeSearchSpec(termination_text="1:")
+
+
+def test_traces_with_backtracks_replay_and_go_back_to_the_confirmed_prefix():
+    # p_backtrack: after an attempt fails past step 0, "^" + the number of confirmed leading
+    # digits instead of a restart; every segment is still exactly the environment's answer
+    rng = random.Random(3)
+    guess, informed = base_guess_fn(8, 0.0), base_guess_fn(8, 1.0)
+    cfg = TraceConfig(p_give_up=0.0, p_cut=0.0, max_steps=40, p_backtrack=1.0)
+    n_backtracks = 0
+    for _ in range(50):
+        p = ENV.make_problem(rng.randrange(512))
+        segs = synthesize_trace(ENV, p, guess, cfg, rng, informed)
+        state, after_backtrack, pending = ENV.initial_state(p), False, False
+        for seg in segs[1:-2]:
+            if seg.role == Role.ENV:
+                continue
+            if seg.text == "^":
+                # only right after an attempt that failed past step 0
+                assert state.digit == 0 and state.last_fail_step >= 1 and not pending
+                kept = 0
+                while kept < 3 and state.confirmed(kept):
+                    kept += 1
+                pending, n_backtracks = True, n_backtracks + 1
+            elif pending:
+                assert seg.text == ENV.spec.symbols[min(kept, 2)]
+                pending, after_backtrack = False, True
+            elif after_backtrack:  # the attempt after a backtrack guesses inside the interval
+                assert state.lo[state.digit] <= int(seg.text) <= state.hi[state.digit]
+            result = ENV.step(state, seg.text)
+            assert result.observation != "?\n"
+            state = result.state
+            after_backtrack = after_backtrack and state.digit != 0
+        assert state.solved  # no cuts, no give-ups
+    assert n_backtracks > 20
+
+
+def test_no_backtracks_in_traces_without_the_option():
+    rng_a, rng_b = random.Random(4), random.Random(4)
+    guess = base_guess_fn(8, 0.3)
+    for _ in range(30):
+        p = ENV.make_problem(rng_a.randrange(512))
+        rng_b.randrange(512)
+        a = synthesize_trace(ENV, p, guess, TraceConfig(), rng_a)
+        b = synthesize_trace(ENV, p, guess, TraceConfig(p_backtrack=0.0), rng_b, base_guess_fn(8, 1.0))
+        assert a == b and not any(s.text == "^" for s in a)
