@@ -17,10 +17,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import yaml
 from prefect import flow, task
 
 from flows.pipeline import _dvc, mrt_pipeline
-from tasks.config import load_params_or_exit
+from tasks.common import write_text_atomic
+from tasks.config import load_params_or_exit, read_params_file
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = ("mrt_core", "tasks", "flows")
@@ -33,15 +35,18 @@ def workspace_name(profile: Path) -> str:
 
 @task(name="prepare-workspace", cache_policy=None)
 def prepare_workspace(profile: str, workdir: str) -> str:
-    """Copy the code, ``dvc.yaml`` and the profile (as ``params.yaml``) into ``workdir``, and
-    make it a DVC repository on first use. Returns the workspace path."""
+    """Copy the code, ``dvc.yaml`` and the profile (as ``params.yaml``, its ``inherit`` chain
+    resolved) into ``workdir``, and make it a DVC repository on first use. Returns the
+    workspace path."""
     ws = Path(workdir)
     ws.mkdir(parents=True, exist_ok=True)
     for name in CODE:
         shutil.rmtree(ws / name, ignore_errors=True)
         shutil.copytree(REPO / name, ws / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", ws / "dvc.yaml")
-    shutil.copy(profile, ws / "params.yaml")
+    # the profile resolved (its `inherit` chain merged): DVC reads one complete params.yaml
+    write_text_atomic(ws / "params.yaml", yaml.safe_dump(read_params_file(profile), sort_keys=False,
+                                                         allow_unicode=True))
     if not (ws / ".git").exists():
         subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
     if not (ws / ".dvc").exists():

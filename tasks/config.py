@@ -629,17 +629,42 @@ class ConfigError(ValueError):
     """A params file that cannot be used; the message names every problem."""
 
 
-def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Read and validate a params file; raise ``ConfigError`` with readable messages."""
+INHERIT = "inherit"
+
+
+def read_params_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a params file. A profile may start with ``inherit: <params file>``
+    (relative to itself): that file is read first and the profile's sections are merged over it
+    (mappings key by key, anything else replaced), so a profile says only what it changes."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such params file (run from the repository root or pass --params)")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: inherits from itself ({' -> '.join(str(p) for p in seen)})")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    parent = raw.pop(INHERIT, None)
+    if parent is None:
+        return raw
+    return _merge(read_params_file(path.parent / parent, (*seen, path.resolve())), raw)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate a params file (following ``inherit``); raise ``ConfigError`` with
+    readable messages."""
+    path = Path(path)
+    raw = read_params_file(path)
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     try:

@@ -147,3 +147,16 @@ def test_per_arm_overrides_only_for_tunable_settings(tmp_path, monkeypatch, caps
     params = load_params(REPO / "params.yaml", overrides={"rl.overrides": {"mrt_dense": {"alpha": 3, "lr": 3e-4}}})
     assert (params.rl.for_arm("mrt_dense").alpha, params.rl.for_arm("mrt_dense").lr) == (3.0, 3e-4)
     assert params.rl.for_arm("grpo") == params.rl  # an arm without overrides trains with the shared settings
+
+
+def test_a_profile_inherits_and_overrides_section_by_section(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    profile = tmp_path / "profiles" / "params_x.yaml"
+    profile.write_text(f"inherit: {REPO / 'params.yaml'}\nrl:\n  seeds: [0, 1]\nevaluate:\n  budgets: [6, 12]\n")
+    params, default = load_params(profile), load_params(REPO / "params.yaml")
+    assert params.rl.seeds == [0, 1] and params.evaluate.budgets == [6, 12]  # replaced
+    assert params.rl.arms == default.rl.arms and params.train_base == default.train_base  # inherited
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("inherit: loop.yaml\n")
+    with pytest.raises(ConfigError, match="inherits from itself"):
+        load_params(loop)
