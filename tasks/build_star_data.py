@@ -18,13 +18,12 @@ import numpy as np
 from mrt_core.advantages import star_filter
 from mrt_core.regret import progress, zero_progress_share
 from tasks.build_dataset import load_problems
-from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, setup_process, write_json_atomic
+from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, model_hash, setup_process, write_json_atomic
 from tasks.config import Params, stage_params
 from tasks.environments import environment, make_engine
 from tasks.generation import build_backend, build_backend_or_exit
 from tasks.generation.curves import episode_curves
 from tasks.generation.rollouts import Rollout
-from tasks.modeling import model_hash
 from tasks.tracking import stage_run
 
 

@@ -137,6 +137,18 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def model_hash(path: str | Path) -> str:
+    """A short content hash of a saved model's weights (every safetensors shard), for provenance
+    and for telling checkpoints apart; "unknown" when the folder holds none (e.g. a hub id)."""
+    shards = sorted(Path(path).glob("*.safetensors"))
+    if not shards:
+        return "unknown"
+    digest = hashlib.sha256()
+    for shard in shards:
+        digest.update(shard.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

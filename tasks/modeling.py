@@ -7,7 +7,6 @@ the model from a config; ``load_policy`` is the same ``from_pretrained`` call a 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -122,15 +121,3 @@ def collate(batch: list[tuple[list[int], list[bool]]], pad_id: int) -> dict[str,
         attention[row, : len(ids)] = 1
         labels[row, : len(ids)] = torch.where(torch.tensor(mask), t, torch.tensor(-100))
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-def model_hash(path: str | Path) -> str:
-    """A short content hash of a saved model's weights (every safetensors shard), for provenance
-    and for telling checkpoints apart; "unknown" when the folder holds none (e.g. a hub id)."""
-    shards = sorted(Path(path).glob("*.safetensors"))
-    if not shards:
-        return "unknown"
-    digest = hashlib.sha256()
-    for shard in shards:
-        digest.update(shard.read_bytes())
-    return digest.hexdigest()[:16]

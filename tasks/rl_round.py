@@ -49,6 +49,7 @@ from tasks.common import (
     atomic_path,
     derive_seed,
     jsonl_text,
+    model_hash,
     read_json,
     setup_process,
     sha256_text,
@@ -59,7 +60,7 @@ from tasks.environments import environment, make_engine
 from tasks.generation.curves import EpisodeCurve, episode_curves
 from tasks.generation.hf import HFBackend
 from tasks.generation.rollouts import Rollout, RolloutEngine, Start
-from tasks.modeling import check_tokenizer, load_policy, model_hash
+from tasks.modeling import check_tokenizer, load_policy
 from tasks.tracking import stage_run
 
 ROLE_CHAR = {"prompt": "p", "gen": "g", "env": "e", "forced": "f"}

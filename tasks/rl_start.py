@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from tasks.common import Paths, write_json_atomic
+from tasks.common import Paths, model_hash, write_json_atomic
 from tasks.config import load_params_or_exit
-from tasks.modeling import model_hash
 
 
 def run_rl_start(start: str, paths: Paths, arm: str, seed: int) -> dict:

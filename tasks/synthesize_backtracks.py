@@ -30,6 +30,7 @@ from tasks.common import (
     atomic_path,
     derive_seed,
     jsonl_text,
+    model_hash,
     setup_process,
     write_json_atomic,
     write_not_applicable,
@@ -37,7 +38,6 @@ from tasks.common import (
 from tasks.config import Params, stage_params
 from tasks.generation import build_backend, build_backend_or_exit
 from tasks.generation.rollouts import RolloutEngine, Start
-from tasks.modeling import model_hash
 from tasks.tracking import stage_run
 
 SEARCH_REJECTS = ("malformed_search", "no_failure_after_a_step")

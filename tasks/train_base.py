@@ -27,9 +27,9 @@ from transformers import get_cosine_schedule_with_warmup
 from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
 from tasks.build_dataset import load_problems
-from tasks.common import Paths, atomic_path, derive_seed, setup_process, sha256_text, write_json_atomic
+from tasks.common import Paths, atomic_path, derive_seed, model_hash, setup_process, sha256_text, write_json_atomic
 from tasks.config import Params, TrainBaseConfig, stage_params
-from tasks.modeling import build_char_tokenizer, build_model, check_tokenizer, collate, encode_segments, model_hash
+from tasks.modeling import build_char_tokenizer, build_model, check_tokenizer, collate, encode_segments
 from tasks.tracking import stage_run
 
 
