@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     for arm in args.arms:
         for setting in settings(arm):
             params = load_params(args.params, overrides={"rl.arms": [arm], "rl.seeds": [0], **setting,
+                                                         "evaluate.models": ["base"],
                                                          "rl.rounds": [{"n": 1, "prev": "r0"}]})
             setup_process(args.threads, 0)
             paths = workspace(root, arm, setting)
