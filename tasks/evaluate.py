@@ -277,7 +277,7 @@ def aggregate_seeds(rows: list[dict], details: list[dict]) -> tuple[dict, dict]:
     merged = {b: combine([r[b] for r in rows]) for b in budgets}
     progress_rows = [d["progress"] for d in details]
     agg = {
-        "pass_maj": {b: [{k: float(np.mean([d["pass_maj"][b][i][k] for d in details])) for k in row}
+        "pass_maj": {b: [row | {k: float(np.mean([d["pass_maj"][b][i][k] for d in details])) for k in row if k != "k"}
                          for i, row in enumerate(details[0]["pass_maj"][b])] for b in details[0]["pass_maj"]},
         "progress": {k: float(np.mean([p[k] for p in progress_rows])) for k in progress_rows[0]
                      if k != "progress_histogram"}
