@@ -57,6 +57,7 @@ from tasks.common import (
 )
 from tasks.config import Params, RlConfig, load_params_or_exit
 from tasks.environments import environment, make_engine
+from tasks.generation import make_backend
 from tasks.generation.curves import EpisodeCurve, episode_curves
 from tasks.generation.hf import HFBackend
 from tasks.generation.rollouts import Rollout, RolloutEngine, Start
@@ -232,7 +233,7 @@ def policy_update(accelerator, model, ref_model, optimizer, rolls: list[Rollout]
 # --- validation -----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def validate(engine: RolloutEngine, ref_model, problems, cfg: RlConfig, round_n: int, pad_id: int,
+def validate(engine: RolloutEngine, model, ref_model, problems, cfg: RlConfig, round_n: int, pad_id: int,
              meta_prover) -> dict:
     """From the prompt at the training budget, the same draws for every arm: accuracy,
     normalised regret against the oracle at C_0 (METHOD.md (6)), progress, KL to the reference."""
@@ -242,7 +243,7 @@ def validate(engine: RolloutEngine, ref_model, problems, cfg: RlConfig, round_n:
     ids, attn = _padded([r.token_ids for r in rolls], pad_id)
     mask = torch.tensor([[x == Role.GENERATED for x in r.roles[1:]] + [False] * (ids.shape[1] - len(r.roles))
                          for r in rolls])
-    kl = kl_k3(token_logp(engine.backend.model, ids, attn), token_logp(ref_model, ids, attn))
+    kl = kl_k3(token_logp(model, ids, attn), token_logp(ref_model, ids, attn))
     return {
         "val_accuracy": float(np.mean([r.correct for r in rolls])),
         "val_regret": float(np.mean([normalized_regret(np.array(c.tokens), np.array(c.j), cfg.train_budget)
@@ -293,6 +294,33 @@ def step_metrics(arm: str, rolls: list[Rollout], curves: list[EpisodeCurve], sta
 
 # --- the round ------------------------------------------------------------------------------------
 
+def rollout_backend(params: Params, model, tok, start: Path):
+    """What generates the round's rollouts: the training model itself on ``hf`` (CPU or its
+    GPU), or vLLM (``generation.backend: vllm``) loaded from the round's start weights and synced
+    after every update. The vLLM path has not run here (no GPU)."""
+    if params.generation.backend == "hf":
+        return HFBackend(model, tok)
+    gen = params.generation
+    return make_backend("vllm", str(start), gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
+                        dtype=gen.vllm_dtype)
+
+
+def full_named_parameters(accelerator, model):
+    """(name, full tensor) of every parameter of the unwrapped model; under DeepSpeed ZeRO-3 each
+    partitioned parameter is gathered while it is read."""
+    unwrapped = accelerator.unwrap_model(model)
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None or plugin.zero_stage != 3:
+        for name, param in unwrapped.named_parameters():
+            yield name, param.data
+        return
+    import deepspeed
+
+    for name, param in unwrapped.named_parameters():
+        with deepspeed.zero.GatheredParameters([param]):
+            yield name, param.data
+
+
 def _state_dir(paths: Paths, arm: str, seed: int, n: int) -> Path:
     return paths.checkpoints / "rl" / arm / f"s{seed}" / f"r{n}"
 
@@ -322,7 +350,9 @@ def _round(params: Params, paths: Paths, cfg: RlConfig, env, arm: str, seed: int
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     ref_model = ref_model.to(accelerator.device)
-    engine = make_engine(HFBackend(accelerator.unwrap_model(model), tok), env, cfg.temperature, params)
+    backend = rollout_backend(params, accelerator.unwrap_model(model), tok, round_model(paths, params, arm, seed,
+                                                                                      round_n - 1))
+    engine = make_engine(backend, env, cfg.temperature, params)
     mp = params.meta_prover
     problems = load_problems(paths, "train")
     val_problems = load_problems(paths, "val")[: cfg.val_problems]
@@ -349,6 +379,8 @@ def _round(params: Params, paths: Paths, cfg: RlConfig, env, arm: str, seed: int
         adv = arm_advantages(arm, batch, cfg.alpha, star).flatten(0, 1)
         mask = batch.mask.flatten(0, 1)
         update = policy_update(accelerator, model, ref_model, optimizer, rolls, adv, mask, cfg, tok.pad_token_id)
+        if hasattr(backend, "sync_weights"):  # vLLM generates from its own copy of the weights
+            backend.sync_weights(full_named_parameters(accelerator, model))
         row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg, cost), **update}
         run.history.append(row)
         mean_adv = [float(a[m].mean()) if m.any() else 0.0 for a, m in zip(adv, mask)]
@@ -358,7 +390,7 @@ def _round(params: Params, paths: Paths, cfg: RlConfig, env, arm: str, seed: int
         if log:
             log({k: v for k, v in row.items() if k != "step"}, (round_n - 1) * cfg.steps_per_round + run.step)
         if run.step % cfg.save_every == 0 or run.step == cfg.steps_per_round:  # (3) snapshot: validate
-            val = validate(engine, ref_model, val_problems, cfg, round_n, tok.pad_token_id, mp)
+            val = validate(engine, model, ref_model, val_problems, cfg, round_n, tok.pad_token_id, mp)
             best_so_far = max((v["val_accuracy"] for v in run.validations), default=-1.0)
             run.validations.append({"step": run.step, **val})
             if cfg.keep == "last_and_best" and val["val_accuracy"] > best_so_far:

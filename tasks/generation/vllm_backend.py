@@ -118,6 +118,15 @@ class VLLMBackend:
         outs = self._generate(prompts, max_tokens=1, prompt_logprobs=0, temperature=0.0)
         return torch.tensor([prompt_answer_logprobs(o, answer_ids) for o in outs])
 
+    def sync_weights(self, named_parameters) -> None:
+        """Load updated training weights into the engine (RL: generation stays on-policy), then
+        drop the prefix cache computed with the old weights. The engine's model is reached the
+        way colocated RL trainers reach it; the attribute path is vLLM-version specific."""
+        model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        for name, tensor in named_parameters:
+            model.load_weights([(name, tensor)])
+        self.llm.reset_prefix_cache()
+
     def probe_logprobs_batch(self, jobs: list[ProbeJob], term_ids: list[int],
                              answers: list[list[int]]) -> list[torch.Tensor]:
         prompts = [p + list(a) for job, a in zip(jobs, answers) for p in probe_prompts(job, term_ids)]

@@ -79,3 +79,28 @@ def test_backtrack_after_the_first_failed_attempt_is_detected():
     assert first_failure_backtracked(env, roll("527"), id_text) is None  # first attempt solved
     # "4" fails at step 0 (then a restart), "5 2 3" fails at step 2 and is followed by "^"
     assert failures(env, roll("4523^27"), id_text) == [(0, False), (2, True)]
+
+
+def test_an_arm_over_seeds_hand_values():
+    from tasks.evaluate import aggregate_seeds
+
+    def row(acc, regret):
+        return {6: {"accuracy": acc, "ci_low": acc - 0.1, "ci_high": acc + 0.1, "regret": regret,
+                    "regret_ci_low": 0.0, "regret_ci_high": 1.0, "wasted_share": 0.2}}
+
+    def details(hist, k1):
+        return {"pass_maj": {"6": [{"k": 1, "pass_at_k": k1, "maj_at_k": k1, "total_tokens": 7.0}]},
+                "progress": {"mean_progress": 0.1, "zero_progress_share": 0.5, "progress_histogram": hist},
+                "extrapolation": {}}
+
+    merged, agg = aggregate_seeds([row(0.5, 0.6), row(0.7, 0.4)], [details([1, 2], 0.5), details([3, 0], 0.7)])
+    r = merged[6]
+    # two seeds: mean 0.6, s = 0.141421, half width t(0.975, 1) * s / sqrt(2) = 12.706205 * 0.1 = 1.270620
+    assert r["accuracy"] == pytest.approx(0.6) and r["n_seeds"] == 2 and r["ci_over"] == "seeds"
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.6 - 1.270620, 0.6 + 1.270620), abs=1e-5)
+    assert r["regret"] == pytest.approx(0.5) and r["wasted_share"] == pytest.approx(0.2)
+    assert agg["progress"]["progress_histogram"] == [4, 2]  # summed over seeds
+    assert agg["pass_maj"]["6"] == [{"k": 1, "pass_at_k": pytest.approx(0.6), "maj_at_k": pytest.approx(0.6),
+                                     "total_tokens": 7.0}]
+    one, _ = aggregate_seeds([row(0.5, 0.6)], [details([1, 2], 0.5)])
+    assert one[6]["ci_over"] == "problems" and (one[6]["ci_low"], one[6]["ci_high"]) == (0.4, 0.6)
