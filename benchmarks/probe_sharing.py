@@ -11,15 +11,13 @@ are printed as Markdown and written to ``benchmarks/results/probe_sharing.json``
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from benchmarks.record import record
 from tasks.generation.prefix_tree import ProbeJob, naive_sample, shared_prefix_sample
 
 CONFIGS = {
@@ -72,11 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [measure(name, args.reps, args.length, args.episodes, args.k) for name in CONFIGS]
-    machine = {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-               "threads": args.threads, "device": "cpu"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=2))
-    print(f"machine: {machine}")
+    record(args.out, args.threads, args=vars(args), rows=rows)
     print("| config | params | naive median (s) | shared median (s) | speed-up |")
     print("|---|---|---|---|---|")
     for r in rows:

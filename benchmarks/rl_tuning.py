@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
-import torch
-
-from tasks.common import Paths, setup_process, write_json_atomic
+from benchmarks.record import record
+from tasks.common import Paths, setup_process
 from tasks.config import load_params
 from tasks.rl_round import run_rl_round
 from tasks.rl_start import run_rl_start
@@ -81,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     for arm in args.arms:
         mine = [r for r in rows if r["arm"] == arm]
         best[arm] = max(mine, key=lambda r: (r["val_accuracy"], -r["rl.lr"]))
-    machine = {"cpu_count": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}
-    write_json_atomic(Path(args.out), {"machine": machine, "rows": rows, "best": best})
+    record(args.out, args.threads, rows=rows, best=best)
     print("best per arm:", json.dumps(best, indent=1))
 
 

@@ -14,14 +14,12 @@ same draws: checked here), on the default profile's test problems and base model
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks.record import record
 from mrt_core.envs.code_search import CodeSearchEnv
 from tasks.build_dataset import load_problems
 from tasks.common import Paths
@@ -70,11 +68,7 @@ def main() -> None:
         rows.append({"budget": budget, "rollouts": len(problems) * 4, "median_incremental_s": med["incremental"],
                      "median_reencode_s": med["re-encode"], "ratio": med["re-encode"] / med["incremental"],
                      "identical_rollouts": same, "times": times})
-    machine = {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-               "threads": args.threads, "device": "cpu"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=2))
-    print(f"machine: {machine}")
+    record(args.out, args.threads, args=vars(args), rows=rows)
     print("| budget | rollouts | re-encode median (s) | incremental median (s) | speed-up | identical rollouts |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -41,8 +41,6 @@ def trained_smoke(tmp_path_factory):
     from tasks.build_dataset import run_build_dataset
     from tasks.common import Paths, setup_process
     from tasks.config import load_params
-    from tasks.rl_round import run_rl_round
-    from tasks.rl_start import run_rl_start
     from tasks.sft_warmstart import run_sft_warmstart
     from tasks.synthesize_backtracks import run_synthesize_backtracks
     from tasks.train_base import run_train_base
@@ -54,12 +52,20 @@ def trained_smoke(tmp_path_factory):
     summary = run_train_base(params, paths)
     run_synthesize_backtracks(params, paths)
     run_sft_warmstart(params, paths)
+    run_rl(params, paths)
+    return params, paths, summary
+
+
+def run_rl(params, paths) -> None:
+    """Every RL stage of the params, as DVC expands the matrix: start, then the rounds in order."""
+    from tasks.rl_round import run_rl_round
+    from tasks.rl_start import run_rl_start
+
     for arm in params.rl.arms:
         for seed in params.rl.seeds:
             run_rl_start(params.rl.start, paths, arm, seed)
             for link in params.rl.rounds:
                 run_rl_round(params, paths, arm, seed, link.n)
-    return params, paths, summary
 
 
 def copy_outputs(paths, dest: Path, *names: str):

@@ -17,12 +17,10 @@ from tasks.common import Paths
 from tasks.config import load_params
 from tasks.evaluate import run_evaluate
 from tasks.report import run_report
-from tasks.rl_round import run_rl_round
-from tasks.rl_start import run_rl_start
 from tasks.sft_warmstart import run_sft_warmstart
 from tasks.synthesize_backtracks import run_synthesize_backtracks
 from tasks.train_base import run_train_base
-from tests.conftest import SMOKE_PARAMS
+from tests.conftest import SMOKE_PARAMS, run_rl
 from tests.test_tiny_qwen2 import FIXTURES, fixture_texts
 from tests.tiny_qwen2 import build_tiny_qwen2
 
@@ -55,11 +53,7 @@ def run_stages(params, paths: Paths) -> None:
     run_synthesize_backtracks(params, paths)
     run_sft_warmstart(params, paths)
     run_build_star_data(params, paths)
-    for arm in params.rl.arms:
-        for seed in params.rl.seeds:
-            run_rl_start(params.rl.start, paths, arm, seed)
-            for link in params.rl.rounds:
-                run_rl_round(params, paths, arm, seed, link.n)
+    run_rl(params, paths)
     run_evaluate(params, paths)
     run_report(params, paths)
 
