@@ -50,13 +50,13 @@ def logged_stages(repo: Path) -> list[str]:
 
 
 EXPECTED = sorted(["build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data",
-                   "rl_round", "rl_round", "evaluate", "report"])  # smoke: 2 arms x 1 seed x 1 round
+                   *["rl_round"] * 4, "evaluate", "report"])  # smoke: 2 arms x 2 seeds x 1 round
 
 
 def test_dvc_repro_runs_every_stage_then_nothing(dvc_repo):
     repo, first = dvc_repo
     stages = pipeline_stages(str(repo))
-    assert len(stages) == 11 and "rl_round@mrt_dense-0-round0" in stages
+    assert len(stages) == 15 and "rl_round@mrt_dense-1-round0" in stages
     order = [first.index(f"Running stage '{stage}'") for stage in stages]
     assert sorted(order) == sorted(set(order))  # every stage ran once; the flow's order respects the graph
     assert all(first.index("Running stage 'sft_warmstart'") < first.index(f"Running stage '{s}'")
@@ -76,7 +76,7 @@ def test_dvc_stages_grouped_in_mlflow(dvc_repo):
         assert f"{model}.B12.accuracy" in evaluate.data.metrics
     rounds = {(r.data.tags["mrt.arm"], r.data.tags["mrt.round"]) for r in runs
               if r.data.tags["mrt.stage"] == "rl_round"}
-    assert rounds == {("grpo", "1"), ("mrt_dense", "1")}
+    assert rounds == {("grpo", "1"), ("mrt_dense", "1")}  # one round, two seeds each
 
 
 def test_prefect_flow_on_a_profile_workspace_gives_the_same_outputs(dvc_repo, tmp_path):

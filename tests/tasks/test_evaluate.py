@@ -18,11 +18,12 @@ def test_writes_metrics_plots_and_rollouts(trained_smoke, tmp_path):
     budgets = params.evaluate.budgets
     metrics = json.loads((paths.metrics / "evaluate.json").read_text())
     # every model the pipeline made (each arm's round per seed), each arm over its seeds, references
-    assert set(metrics) == {"base", "warmstart", "grpo/s0/r1", "mrt_dense/s0/r1", "grpo", "mrt_dense", "bisection",
-                            "data_policy"}
-    # one seed: the arm's row is that seed's, with its interval over problems
-    assert metrics["grpo"]["B4"]["accuracy"] == metrics["grpo/s0/r1"]["B4"]["accuracy"]
-    assert metrics["grpo"]["B4"]["ci_over"] == "problems" and metrics["grpo"]["B4"]["n_seeds"] == 1
+    runs = {f"{arm}/s{seed}/r1" for arm in ("grpo", "mrt_dense") for seed in (0, 1)}
+    assert set(metrics) == {"base", "warmstart", "grpo", "mrt_dense", "bisection", "data_policy", *runs}
+    # two seeds: the arm's row is their mean, with a Student-t interval over seeds
+    seeds = [metrics[f"grpo/s{s}/r1"]["B4"]["accuracy"] for s in (0, 1)]
+    assert metrics["grpo"]["B4"]["accuracy"] == pytest.approx(sum(seeds) / 2)
+    assert metrics["grpo"]["B4"]["ci_over"] == "seeds" and metrics["grpo"]["B4"]["n_seeds"] == 2
     assert list(metrics["base"]) == [f"B{b}" for b in budgets]
     for row in list(metrics["base"].values()) + list(metrics["warmstart"].values()):
         assert 0 <= row["ci_low"] <= row["accuracy"] <= row["ci_high"] <= 1
