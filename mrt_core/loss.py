@@ -52,22 +52,26 @@ def policy_loss(
     n = mask.sum()
     if n == 0:
         raise ValueError("no counted tokens in the batch (mask is all False)")
-    ratio = torch.exp(logp - old_logp.detach())
+    # Masked positions (padding, environment or forced tokens) are zeroed *before* exp: an inf
+    # there would give inf * 0 = NaN through a product with the mask, and even through where()
+    # its gradient would be NaN.
+    zero = torch.zeros((), dtype=logp.dtype)
+    ratio = torch.exp(torch.where(mask, logp - old_logp.detach(), zero))
     clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
     per_token = -torch.minimum(ratio * advantages, clipped * advantages)
     kl = torch.zeros_like(per_token)
     if ref_logp is not None:  # measured whenever a reference is given; in the loss only with beta > 0
-        kl = kl_k3(logp, ref_logp.detach())
+        kl = kl_k3(torch.where(mask, logp, zero), torch.where(mask, ref_logp.detach(), zero))
         if beta > 0:
             per_token = per_token + beta * kl
-    loss = (per_token * mask).sum() / n
+    loss = torch.where(mask, per_token, zero).sum() / n
     with torch.no_grad():
-        m = mask.float()
+        mean = lambda x: float(torch.where(mask, x, torch.zeros((), dtype=x.dtype)).sum() / n)  # noqa: E731
         stats = LossStats(
-            pg_loss=float(((per_token - (beta * kl if beta > 0 else 0)) * m).sum() / n),
-            kl=float((kl * m).sum() / n),
-            clip_fraction=float((((ratio - clipped).abs() > 1e-8).float() * m).sum() / n),
-            ratio_mean=float((ratio * m).sum() / n),
+            pg_loss=mean(per_token - (beta * kl if beta > 0 else 0)),
+            kl=mean(kl),
+            clip_fraction=mean(((ratio - clipped).abs() > 1e-8).float()),
+            ratio_mean=mean(ratio),
             n_tokens=int(n),
         )
     return loss, stats

@@ -106,7 +106,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            # move the old folder aside first: a kill between the two renames leaves both on disk
+            os.replace(target, tmp.parent / f"{target.name}.old")
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)

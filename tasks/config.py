@@ -460,6 +460,8 @@ class RlConfig(Section):
     ppo_epochs: int = Field(1, ge=1, description="passes over each step's rollouts (1 = on-policy)")
     max_grad_norm: float = Field(1.0, gt=0)
     temperature: float = Field(1.0, gt=0)
+    backend: Literal["hf", "vllm"] = Field("hf", description="generates the rollouts: hf (the training model "
+                                           "itself) | vllm (its own copy, synced after every update; GPU)")
     micro_batch: int = Field(256, ge=1, description="sequences per forward/backward (gradient accumulation)")
     batch_size: int = Field(256, ge=1, description="rollouts generated together")
     save_every: int = Field(5, ge=1, description="steps between resume checkpoints")
@@ -654,9 +656,14 @@ def read_params_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str,
 
 
 def _merge(base: dict, over: dict) -> dict:
+    """``over`` on ``base``, mappings key by key; a mapping whose ``kind`` changes (a data source,
+    say) replaces the inherited one whole, since the other kind's keys do not apply to it."""
     out = dict(base)
     for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        old = out.get(key)
+        mergeable = isinstance(value, dict) and isinstance(old, dict) and value.get("kind", old.get("kind")) == \
+            old.get("kind")
+        out[key] = _merge(old, value) if mergeable else value
     return out
 
 

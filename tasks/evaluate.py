@@ -18,6 +18,7 @@ inside), ``plots/*.json`` (DVC plots), ``plots/accuracy_vs_budget.png`` and ever
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, read_json,
 from tasks.config import Params, stage_params
 from tasks.environments import environment, make_engine
 from tasks.eval_metrics import curve_rows, efficiency_rows, pass_maj_rows
-from tasks.generation import GenerationBackend, build_backend, build_backend_or_exit
+from tasks.generation import BackendUnavailable, GenerationBackend, build_backend, require_backend
 from tasks.generation.rollouts import Rollout, RolloutEngine
 from tasks.tracking import stage_run
 
@@ -224,12 +225,15 @@ def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None =
     """Evaluate every model of ``evaluated_models``, aggregate RL arms over seeds, simulate the
     reference policies; write outputs."""
     problems = load_problems(paths, "test")
-    backends = backends or {m: build_backend(params, path) for m, path in evaluated_models(params, paths).items()}
+    models = evaluated_models(params, paths)
     results, records, details = {}, {}, {}
     with environment(params) as env:
-        for name, backend in backends.items():
+        for name, path in models.items():
+            # one model loaded at a time: several vLLM engines would not share a GPU
+            backend = backends[name] if backends else build_backend(params, path)
             results[name], records[name], details[name] = evaluate_model(params, paths, backend, problems, log, name,
                                                                          env)
+            del backend
     for arm in (m for m in params.evaluate.models if m in params.rl.arms):
         names = [f"{arm}/s{seed}/r{params.rl.rounds[-1].n}" for seed in params.rl.seeds]
         results[arm], details[arm] = aggregate_seeds([results[n] for n in names], [details[n] for n in names])
@@ -358,11 +362,18 @@ def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.evaluate.seed)
     paths = Paths()
-    backends = {m: build_backend_or_exit("evaluate", params, path)
-                for m, path in evaluated_models(params, paths).items()}
+    try:
+        require_backend(params.generation.backend)
+    except BackendUnavailable as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for path in evaluated_models(params, paths).values():  # every model present, before anything is written
+        if not (path / "config.json").exists():
+            print(f"evaluate: {path} holds no model: run the stage that writes it first (dvc repro)", file=sys.stderr)
+            raise SystemExit(2)
     with stage_run("evaluate", params.runtime.tracking_uri, params.runtime.experiment,
                    {"evaluate": params.evaluate.model_dump(), "generation": params.generation.model_dump()}) as mlflow:
-        results = run_evaluate(params, paths, lambda m, step: mlflow.log_metrics(m, step=step), backends)
+        results = run_evaluate(params, paths, lambda m, step: mlflow.log_metrics(m, step=step))
         mlflow.log_metrics(flat_metrics(results))
         mlflow.log_artifact(str(paths.plots / "accuracy_vs_budget.png"))
         mlflow.log_artifact(str(paths.metrics / "evaluate.json"))

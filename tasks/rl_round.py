@@ -192,12 +192,15 @@ def _padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Ten
     return ids, attn
 
 
-def token_logp(model, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """log pi(token t | tokens < t) for t = 1..T-1: (B, T-1), on the CPU."""
+def token_logp(model, ids: torch.Tensor, attn: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log pi(token t | tokens < t) for t = 1..T-1 under the sampling temperature (the policy
+    the rollouts came from): (B, T-1), on the CPU. The chosen logit minus the logsumexp, so
+    no (B, T, vocab) log-softmax is kept."""
     device = next(model.parameters()).device
     ids, attn = ids.to(device), attn.to(device)
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-    return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1).cpu()
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temperature
+    chosen = logits.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return (chosen - torch.logsumexp(logits, -1)).cpu()
 
 
 def policy_update(accelerator, model, ref_model, optimizer, rolls: list[Rollout], adv: torch.Tensor,
@@ -209,29 +212,39 @@ def policy_update(accelerator, model, ref_model, optimizer, rolls: list[Rollout]
     total = int(mask.sum())
     if total == 0:
         return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "n_tokens": 0}
-    chunks = [slice(b, b + cfg.micro_batch) for b in range(0, len(rolls), cfg.micro_batch)]
+    chunks = micro_batches(len(rolls), cfg.micro_batch)
+    T = cfg.temperature
     with torch.no_grad():
-        old = [token_logp(model, ids[c], attn[c]) for c in chunks]
-        ref = [token_logp(ref_model, ids[c], attn[c]) for c in chunks]
+        old = [token_logp(model, ids[c], attn[c], T) for c in chunks]
+        ref = [token_logp(ref_model, ids[c], attn[c], T) for c in chunks]
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
-    for _ in range(cfg.ppo_epochs):
-        optimizer.zero_grad(set_to_none=True)
+    for _ in range(cfg.ppo_epochs):  # one optimizer step per epoch, gradients accumulated over the chunks
         for c, old_c, ref_c in zip(chunks, old, ref):
-            n = int(mask[c].sum())
-            if n == 0:
-                continue
-            loss, stats = policy_loss(token_logp(model, ids[c], attn[c]), old_c, adv[c], mask[c], ref_c, cfg.beta,
-                                      cfg.clip, cfg.clip)
-            accelerator.backward(loss * (n / total))
-            for key, value in (("loss", loss.item()), ("kl", stats.kl), ("clip_fraction", stats.clip_fraction)):
-                sums[key] += value * n / total / cfg.ppo_epochs
-        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
+            with accelerator.accumulate(model):
+                logp = token_logp(model, ids[c], attn[c], T)
+                n = int(mask[c].sum())
+                if n:
+                    loss, stats = policy_loss(logp, old_c, adv[c], mask[c], ref_c, cfg.beta, cfg.clip, cfg.clip)
+                    for key, value in (("loss", loss.item()), ("kl", stats.kl), ("clip_fraction", stats.clip_fraction)):
+                        sums[key] += value * n / total / cfg.ppo_epochs
+                else:  # nothing counted here, but every chunk takes part (DeepSpeed counts micro-steps)
+                    loss = logp.sum() * 0.0
+                # Accelerate divides by the accumulation steps; the weights n / total already average
+                accelerator.backward(loss * (n / total) * accelerator.gradient_accumulation_steps)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
     return sums | {"n_tokens": total}
+
+
+def micro_batches(n: int, size: int) -> list[slice]:
+    return [slice(b, b + size) for b in range(0, n, size)]
 
 
 # --- validation -----------------------------------------------------------------------------------
 
+@torch.no_grad()
 @torch.no_grad()
 def validate(engine: RolloutEngine, model, ref_model, problems, cfg: RlConfig, round_n: int, pad_id: int,
              meta_prover) -> dict:
@@ -243,7 +256,10 @@ def validate(engine: RolloutEngine, model, ref_model, problems, cfg: RlConfig, r
     ids, attn = _padded([r.token_ids for r in rolls], pad_id)
     mask = torch.tensor([[x == Role.GENERATED for x in r.roles[1:]] + [False] * (ids.shape[1] - len(r.roles))
                          for r in rolls])
-    kl = kl_k3(token_logp(model, ids, attn), token_logp(ref_model, ids, attn))
+    kl = torch.cat([kl_k3(token_logp(model, ids[c], attn[c], cfg.temperature),
+                          token_logp(ref_model, ids[c], attn[c], cfg.temperature))
+                    for c in micro_batches(len(rolls), cfg.micro_batch)])
+    kl = torch.where(mask, kl, torch.zeros(()))
     return {
         "val_accuracy": float(np.mean([r.correct for r in rolls])),
         "val_regret": float(np.mean([normalized_regret(np.array(c.tokens), np.array(c.j), cfg.train_budget)
@@ -254,7 +270,7 @@ def validate(engine: RolloutEngine, model, ref_model, problems, cfg: RlConfig, r
         "val_tokens_per_trace": float(np.mean([r.budget_tokens for r in rolls])),
         "val_wasted_share": sum(getattr(r.state, "wasted", 0) for r in rolls)
         / max(sum(getattr(r.state, "steps", 0) for r in rolls), 1),
-        "kl_to_reference": float((kl * mask).sum() / mask.sum()),
+        "kl_to_reference": float(kl.sum() / mask.sum()),
     }
 
 
@@ -294,15 +310,28 @@ def step_metrics(arm: str, rolls: list[Rollout], curves: list[EpisodeCurve], sta
 
 # --- the round ------------------------------------------------------------------------------------
 
-def rollout_backend(params: Params, model, tok, start: Path):
+def rollout_backend(params: Params, cfg: RlConfig, model, tok, start: Path):
     """What generates the round's rollouts: the training model itself on ``hf`` (CPU or its
-    GPU), or vLLM (``generation.backend: vllm``) loaded from the round's start weights and synced
-    after every update. The vLLM path has not run here (no GPU)."""
-    if params.generation.backend == "hf":
+    GPU), or vLLM (``rl.backend: vllm``) loaded from the round's start weights and synced after
+    every update. The vLLM path has not run here (no GPU)."""
+    if cfg.backend == "hf":
         return HFBackend(model, tok)
     gen = params.generation
     return make_backend("vllm", str(start), gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
                         dtype=gen.vllm_dtype)
+
+
+def make_accelerator(cfg: RlConfig) -> Accelerator:
+    """Accelerate with one optimizer step per update: gradients accumulate over the update's
+    micro-batches. Under DeepSpeed (``accelerate launch --config_file infra/accelerate/...``) its
+    ``auto`` micro-batch is set here (no dataloader to infer it from). Multi-GPU: every rank
+    trains on the same rollouts (no sharding yet), so more GPUs add memory, not speed."""
+    steps = len(micro_batches(cfg.prompts_per_step * cfg.group_size, cfg.micro_batch))
+    accelerator = Accelerator(gradient_accumulation_steps=steps)
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch
+    return accelerator
 
 
 def full_named_parameters(accelerator, model):
@@ -343,15 +372,15 @@ def probe_cost(engine: RolloutEngine, problem, meta_prover) -> int:
 
 def _round(params: Params, paths: Paths, cfg: RlConfig, env, arm: str, seed: int, round_n: int, log) -> dict:
     t0 = time.time()
-    accelerator = Accelerator()
+    accelerator = make_accelerator(cfg)
     model, tok = load_policy(round_model(paths, params, arm, seed, round_n - 1))
     ref_model, _ = load_policy(paths.model(cfg.start))
     check_tokenizer(tok, params)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     ref_model = ref_model.to(accelerator.device)
-    backend = rollout_backend(params, accelerator.unwrap_model(model), tok, round_model(paths, params, arm, seed,
-                                                                                      round_n - 1))
+    backend = rollout_backend(params, cfg, accelerator.unwrap_model(model), tok,
+                              round_model(paths, params, arm, seed, round_n - 1))
     engine = make_engine(backend, env, cfg.temperature, params)
     mp = params.meta_prover
     problems = load_problems(paths, "train")
@@ -368,6 +397,8 @@ def _round(params: Params, paths: Paths, cfg: RlConfig, env, arm: str, seed: int
                                             cfg.steps_per_round * cfg.prompts_per_step, mp)
         run = RoundState(0, pool, prefix_cost, [], [], [], fingerprint)
         _save(accelerator, state_dir, run)
+    elif run.step and hasattr(backend, "sync_weights"):  # resumed: the engine still holds the start weights
+        backend.sync_weights(full_named_parameters(accelerator, model))
     star = StarRule(cfg.star_min_total_progress, cfg.star_max_zero_share, cfg.zero_threshold)
     for step in tqdm(range(run.step, cfg.steps_per_round), desc=f"rl {arm} s{seed} r{round_n}", initial=run.step,
                      total=cfg.steps_per_round, mininterval=2):  # (2) on-policy updates
@@ -394,15 +425,18 @@ def _round(params: Params, paths: Paths, cfg: RlConfig, env, arm: str, seed: int
             best_so_far = max((v["val_accuracy"] for v in run.validations), default=-1.0)
             run.validations.append({"step": run.step, **val})
             if cfg.keep == "last_and_best" and val["val_accuracy"] > best_so_far:
-                _save_best(accelerator, state_dir, accelerator.unwrap_model(model), tok)
+                _save_model(accelerator, model, tok, state_dir / "best")
             if run.step < cfg.steps_per_round:
                 _save(accelerator, state_dir, run)
 
     summary = round_summary(arm, seed, round_n, cfg, run, cost)
+    final = state_dir.parent / f"{state_dir.name}.final"
+    _save_model(accelerator, model, tok, final)
     if accelerator.is_main_process:  # (4) outputs, then the resume state is no longer needed
-        _write_outputs(paths.rl_round(arm, seed, round_n), accelerator.unwrap_model(model), tok, summary, run,
-                       state_dir / "best")
+        best = state_dir / "best" if cfg.keep == "last_and_best" else None
+        _write_outputs(paths.rl_round(arm, seed, round_n), final, summary, run, best)
         shutil.rmtree(state_dir, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
     return summary | {"wall_seconds": time.time() - t0}  # to MLflow only: outputs stay reproducible
 
 
@@ -429,25 +463,27 @@ def round_summary(arm: str, seed: int, round_n: int, cfg: RlConfig, run: "RoundS
     }
 
 
-def _write_outputs(out_dir: Path, model, tok, summary: dict, run: "RoundState", best: Path) -> None:
+def _write_outputs(out_dir: Path, final: Path, summary: dict, run: "RoundState", best: Path | None) -> None:
     """``model/`` (the last policy: the next round starts here), ``best/`` when a snapshot
     validated better than the last, every training rollout, and the metrics."""
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        model.save_pretrained(tmp / "model", safe_serialization=True)
-        tok.save_pretrained(tmp / "model")
-        if summary["best_step"] != summary["steps"] and best.exists():
+        shutil.copytree(final, tmp / "model")
+        if best is not None and summary["best_step"] != summary["steps"] and best.exists():
             shutil.copytree(best, tmp / "best")
         (tmp / "rollouts.jsonl").write_text(jsonl_text(run.records))
         write_json_atomic(tmp / "metrics.json", {"summary": summary, "steps": run.history,
                                                  "validations": run.validations}, sort_keys=False)
 
 
-def _save_best(accelerator, state_dir: Path, model, tok) -> None:
+def _save_model(accelerator, model, tok, folder: Path) -> None:
+    """The full weights (gathered on every rank under ZeRO-3) written by the main process."""
+    state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        with atomic_path(state_dir / "best") as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+        with atomic_path(folder) as tmp:
+            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state, safe_serialization=True)
             tok.save_pretrained(tmp)
+    accelerator.wait_for_everyone()
 
 
 # --- resume ---------------------------------------------------------------------------------------
@@ -467,13 +503,18 @@ class RoundState:
 
 
 def _save(accelerator, state_dir: Path, run: RoundState) -> None:
-    """Training state (model, optimizer, RNG via Accelerate) after ``run.step`` updates."""
+    """Training state (model, optimizer, RNG via Accelerate) after ``run.step`` updates, written
+    aside by every rank (collective under DeepSpeed), then moved in with the rest by the main one."""
+    staging = state_dir.parent / f"{state_dir.name}.accelerate"
+    if run.step:
+        accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
     with atomic_path(state_dir) as tmp:
         tmp.mkdir()
         if run.step:
-            accelerator.save_state(str(tmp / "accelerate"))
+            shutil.move(str(staging), str(tmp / "accelerate"))
         (tmp / "pool.jsonl").write_text(jsonl_text(prefix_record(p) for p in run.pool))
         (tmp / "history.jsonl").write_text(jsonl_text(run.history))
         (tmp / "records.jsonl").write_text(jsonl_text(run.records))
@@ -489,7 +530,8 @@ def _resume(accelerator, state_dir: Path, engine: RolloutEngine, by_id: dict, fi
         return None
     state = read_json(state_dir / "state.json")
     if state["fingerprint"] != fingerprint:
-        print(f"rl_round: ignoring the resume state in {state_dir} (made with another config or start model)")
+        print(f"rl_round: dropping the resume state in {state_dir} (made with another config or start model)")
+        shutil.rmtree(state_dir, ignore_errors=True)  # nothing of it (its best snapshot too) may reach the outputs
         return None
     if state["step"]:
         accelerator.load_state(str(state_dir / "accelerate"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tasks.generation.base import Completion, SamplingParams
 from tasks.generation.incremental import StepSession
@@ -51,14 +52,33 @@ def trim_completion(tokens: list[int], tokenizer, stop: Sequence[str], eos_ids: 
             end, reason = i + 1, "stop"
             break
     if stop:
-        for i in range(1, end + 1):  # the first token whose text completes a stop string
-            text = tokenizer.decode(tokens[:i])
+        # the first token whose text completes a stop string: decode a window of the last few
+        # tokens only (a stop string spans at most as many tokens as it has characters), so
+        # long thinking is scanned in linear time
+        width = max(map(len, stop)) + 1
+        for i in range(1, end + 1):
+            text = tokenizer.decode(tokens[max(0, i - width):i])
             if any(s in text for s in stop):
                 end, reason = i, "stop"
                 break
     kept = tokens[:end]
     lp = tuple(logprobs[:end]) if logprobs is not None else None
     return Completion(tuple(kept), tokenizer.decode(kept), lp, reason)
+
+
+class StopOnText(StoppingCriteria):
+    """Finishes every row whose new text ends with a stop string. Decodes a window of the last
+    few tokens per row (transformers' own stop-string criterion cannot handle every tokenizer,
+    e.g. the embedded character vocabulary)."""
+
+    def __init__(self, tokenizer, stop: Sequence[str], prompt_len: int):
+        self.tok, self.stop, self.prompt_len = tokenizer, tuple(stop), prompt_len
+        self.width = max(map(len, stop)) + 1
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        new = input_ids[:, self.prompt_len:].tolist()
+        done = [any(s in self.tok.decode(row[-self.width:]) for s in self.stop) for row in new]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class HFBackend:
@@ -91,6 +111,8 @@ class HFBackend:
             top_k=None, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
             eos_token_id=None if params.ignore_eos else tok.eos_token_id, return_dict_in_generate=True,
             output_logits=params.logprobs,
+            stopping_criteria=StoppingCriteriaList([StopOnText(tok, params.stop, ids.shape[1])]) if params.stop
+            else None,  # rows that wrote a stop string finish; generation ends when all have
         )
         new = out.sequences[:, ids.shape[1]:].cpu()
         logprobs = None

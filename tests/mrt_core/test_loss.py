@@ -52,3 +52,13 @@ def test_masked_tokens_never_count():
     assert loss.item() == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="no counted tokens"):
         policy_loss(logp, logp, adv, torch.zeros(1, 3, dtype=torch.bool))
+
+
+def test_an_infinite_value_at_a_masked_position_stays_out_of_loss_and_gradient():
+    # logp - old_logp = +inf at the masked slot: the ratio there is inf; a product with the mask
+    # would give NaN (inf * 0), in the loss and in the gradient
+    logp = torch.tensor([[-1.0, 0.0]], requires_grad=True)
+    old = torch.tensor([[-1.0, -float("inf")]])
+    loss, stats = policy_loss(logp, old, torch.tensor([1.0]), torch.tensor([[True, False]]))
+    loss.backward()
+    assert loss.item() == pytest.approx(-1.0) and torch.isfinite(logp.grad).all() and stats.ratio_mean == 1.0

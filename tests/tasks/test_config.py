@@ -161,3 +161,14 @@ def test_a_profile_inherits_and_overrides_section_by_section(tmp_path):
     loop.write_text("inherit: loop.yaml\n")
     with pytest.raises(ConfigError, match="inherits from itself"):
         load_params(loop)
+
+
+def test_a_profile_replaces_a_source_of_another_kind_whole(tmp_path):
+    from tasks.config import read_params_file
+
+    base = tmp_path / "base.yaml"
+    base.write_text("build_dataset:\n  seed: 1\n  source: {kind: hf, dataset: x, splits: {train: a, test: b}}\n")
+    profile = tmp_path / "p.yaml"
+    profile.write_text("inherit: base.yaml\nbuild_dataset:\n  source: {kind: files, files: {train: [t.jsonl]}}\n")
+    merged = read_params_file(profile)["build_dataset"]
+    assert merged == {"seed": 1, "source": {"kind": "files", "files": {"train": ["t.jsonl"]}}}
