@@ -53,8 +53,12 @@ def comparison_markdown(metrics: dict, details: dict, budgets: list[int], arms: 
     lines = [f"Budgets marked * lie past the training budget C_0 = {train_budget}. Intervals: 95%, over seeds "
              "(Student t) where an arm has several, else over problems (bootstrap).", "",
              "### Accuracy", "", head]
-    for m in dict.fromkeys(["base", start, *arms]):  # base once, also when RL starts from it
+    for m in (m for m in dict.fromkeys(["base", start, *arms]) if m in metrics):  # base once, also as the start
         lines.append(f"| {m} | " + " | ".join(_cell(metrics[m][f"B{b}"]) for b in budgets) + " |")
+    if start not in metrics:  # gains need the start model's own curve
+        lines += ["", f"Gains over the {start} model need it evaluated: add `{start}` to evaluate.models."]
+        return "\n".join(lines + ["", efficiency_table(metrics, budgets, arms, levels), "",
+                                   compute_table(details, arms)]) + "\n"
     g = {arm: gains(metrics, arm, start, budgets) for arm in arms}
     lines += ["", f"### Gain over the {start} model (and MRT's gain / GRPO's gain)", "", head]
     for arm in arms:

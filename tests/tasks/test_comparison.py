@@ -43,3 +43,11 @@ def test_the_gain_ratio_only_over_a_positive_grpo_gain():
     # tokens to reach 0.45 on the mean curves: GRPO 0.43 -> 0.59 crosses at 6 + 6 * 0.02/0.16 = 6.75;
     # MRT is at 0.48 already at B=6: 6.75 / 6 = 1.125, shown 1.13x
     assert "| grpo | 6.8 |" in md and "| mrt_dense | 6.0 (1.13x fewer than GRPO) |" in md
+
+
+def test_without_the_start_model_evaluated_the_tables_say_so_instead_of_failing():
+    metrics, details = evaluation()
+    del metrics["warmstart"], metrics["base"]
+    md = comparison_markdown(metrics, details, [6, 12], ["grpo", "mrt_dense"], train_budget=6, levels=[0.45])
+    assert "add `warmstart` to evaluate.models" in md
+    assert "| grpo | 0.430" in md and "### Gain over" not in md and "### Token efficiency" in md
