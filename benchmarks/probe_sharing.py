@@ -17,7 +17,7 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from benchmarks.record import record
+from benchmarks.record import print_table, record
 from tasks.generation.prefix_tree import ProbeJob, naive_sample, shared_prefix_sample
 
 CONFIGS = {
@@ -71,12 +71,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = [measure(name, args.reps, args.length, args.episodes, args.k) for name in CONFIGS]
     record(args.out, args.threads, args=vars(args), rows=rows)
-    print("| config | params | naive median (s) | shared median (s) | speed-up |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['config']} | {r['n_params'] / 1e6:.2f}M | {r['median_naive_s']:.3f} | {r['median_shared_s']:.3f} "
-              f"| {r['ratio_naive_over_shared']:.2f}x |")
-
+    print_table(["config", "params", "naive median (s)", "shared median (s)", "speed-up"],
+                [[r["config"], f"{r['n_params'] / 1e6:.2f}M", f"{r['median_naive_s']:.3f}",
+                  f"{r['median_shared_s']:.3f}", f"{r['ratio_naive_over_shared']:.2f}x"] for r in rows])
 
 if __name__ == "__main__":
     main()

@@ -22,3 +22,11 @@ def record(out: str | Path, threads: int, **content) -> dict:
     write_json_atomic(Path(out), {"machine": info, **content}, sort_keys=False)
     print(f"machine: {info}")
     return info
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    """Print ``rows`` (already formatted cells) as a Markdown table under ``header``."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for cells in rows:
+        print("| " + " | ".join(map(str, cells)) + " |")

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from benchmarks.record import record
+from benchmarks.record import print_table, record
 from mrt_core.envs.code_search import CodeSearchEnv
 from tasks.build_dataset import load_problems
 from tasks.common import Paths
@@ -69,12 +69,10 @@ def main() -> None:
                      "median_reencode_s": med["re-encode"], "ratio": med["re-encode"] / med["incremental"],
                      "identical_rollouts": same, "times": times})
     record(args.out, args.threads, args=vars(args), rows=rows)
-    print("| budget | rollouts | re-encode median (s) | incremental median (s) | speed-up | identical rollouts |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['budget']} | {r['rollouts']} | {r['median_reencode_s']:.2f} | {r['median_incremental_s']:.2f} "
-              f"| {r['ratio']:.2f}x | {r['identical_rollouts']} |")
-
+    print_table(["budget", "rollouts", "re-encode median (s)", "incremental median (s)", "speed-up",
+                 "identical rollouts"],
+                [[r["budget"], r["rollouts"], f"{r['median_reencode_s']:.2f}", f"{r['median_incremental_s']:.2f}",
+                  f"{r['ratio']:.2f}x", r["identical_rollouts"]] for r in rows])
 
 if __name__ == "__main__":
     main()
