@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tasks.generation import BackendUnavailable, GenerationBackend, SamplingParams, make_backend
-from tasks.generation.hf import HFBackend, trim_completion
+from tasks.generation.hf import HFBackend, StopOnText, trim_completion
 from tasks.modeling import build_char_tokenizer
 
 
@@ -72,3 +72,18 @@ def test_token_logprobs_match_a_plain_forward(backend):
     for s, lps in zip(seqs, out):
         logp = torch.log_softmax(backend.model(input_ids=torch.tensor([s])).logits[0].float(), -1)
         assert lps == pytest.approx([logp[i, s[i + 1]].item() for i in range(len(s) - 1)], abs=1e-5)
+
+
+def test_stop_on_text_finishes_the_rows_that_wrote_a_stop_string_after_the_prompt():
+    tok = build_char_tokenizer("ab\n<")
+    prompt = tok("a\n", add_special_tokens=False)["input_ids"]  # a stop string in the prompt does not count
+    rows = [prompt + tok(s, add_special_tokens=False)["input_ids"] for s in ("abb", "b<\n", "a<<")]
+    done = StopOnText(tok, ("\n", "<<"), len(prompt))(torch.tensor(rows), None)
+    assert done.tolist() == [False, True, True]
+
+
+def test_trim_finds_a_stop_string_that_ends_deep_in_a_long_completion():
+    tok = build_char_tokenizer("ab<")
+    text = "ab" * 300 + "a<<" + "b" * 10
+    c = trim_completion(tok(text, add_special_tokens=False)["input_ids"], tok, ("<<",), set(), None)
+    assert c.text == "ab" * 300 + "a<<" and c.finish_reason == "stop"
