@@ -245,7 +245,6 @@ def micro_batches(n: int, size: int) -> list[slice]:
 # --- validation -----------------------------------------------------------------------------------
 
 @torch.no_grad()
-@torch.no_grad()
 def validate(engine: RolloutEngine, model, ref_model, problems, cfg: RlConfig, round_n: int, pad_id: int,
              meta_prover) -> dict:
     """From the prompt at the training budget, the same draws for every arm: accuracy,
@@ -430,13 +429,12 @@ def _round(params: Params, paths: Paths, cfg: RlConfig, env, arm: str, seed: int
                 _save(accelerator, state_dir, run)
 
     summary = round_summary(arm, seed, round_n, cfg, run, cost)
-    final = state_dir.parent / f"{state_dir.name}.final"
-    _save_model(accelerator, model, tok, final)
+    weights = accelerator.get_state_dict(model)  # collective: gathered on every rank under ZeRO-3
     if accelerator.is_main_process:  # (4) outputs, then the resume state is no longer needed
         best = state_dir / "best" if cfg.keep == "last_and_best" else None
-        _write_outputs(paths.rl_round(arm, seed, round_n), final, summary, run, best)
+        _write_outputs(paths.rl_round(arm, seed, round_n), accelerator.unwrap_model(model), weights, tok, summary,
+                       run, best)
         shutil.rmtree(state_dir, ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)
     return summary | {"wall_seconds": time.time() - t0}  # to MLflow only: outputs stay reproducible
 
 
@@ -463,12 +461,13 @@ def round_summary(arm: str, seed: int, round_n: int, cfg: RlConfig, run: "RoundS
     }
 
 
-def _write_outputs(out_dir: Path, final: Path, summary: dict, run: "RoundState", best: Path | None) -> None:
+def _write_outputs(out_dir: Path, model, weights: dict, tok, summary: dict, run: "RoundState",
+                   best: Path | None) -> None:
     """``model/`` (the last policy: the next round starts here), ``best/`` when a snapshot
     validated better than the last, every training rollout, and the metrics."""
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        shutil.copytree(final, tmp / "model")
+        _write_model(model, weights, tok, tmp / "model")
         if best is not None and summary["best_step"] != summary["steps"] and best.exists():
             shutil.copytree(best, tmp / "best")
         (tmp / "rollouts.jsonl").write_text(jsonl_text(run.records))
@@ -478,12 +477,17 @@ def _write_outputs(out_dir: Path, final: Path, summary: dict, run: "RoundState",
 
 def _save_model(accelerator, model, tok, folder: Path) -> None:
     """The full weights (gathered on every rank under ZeRO-3) written by the main process."""
-    state = accelerator.get_state_dict(model)
+    weights = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         with atomic_path(folder) as tmp:
-            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state, safe_serialization=True)
-            tok.save_pretrained(tmp)
+            _write_model(accelerator.unwrap_model(model), weights, tok, tmp)
     accelerator.wait_for_everyone()
+
+
+def _write_model(model, weights: dict, tok, folder: Path) -> None:
+    """A Hugging Face model folder (safetensors) from ``weights``, the full state dict."""
+    model.save_pretrained(folder, state_dict=weights, safe_serialization=True)
+    tok.save_pretrained(folder)
 
 
 # --- resume ---------------------------------------------------------------------------------------
