@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.probe_sharing import CONFIGS
-from tasks.config import ModelConfig
-from tasks.generation import SamplingParams
-from tasks.generation.hf import HFBackend
-from tasks.modeling import build_char_tokenizer, build_model
+from mrt_lib.config import ModelConfig
+from mrt_lib.generation import SamplingParams
+from mrt_lib.generation.hf import HFBackend
+from mrt_lib.modeling import build_char_tokenizer, build_model
 
 
 def build_backend(name: str, device: str) -> HFBackend:

@@ -18,7 +18,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from benchmarks.record import print_table, record
-from tasks.generation.prefix_tree import ProbeJob, naive_sample, shared_prefix_sample
+from mrt_lib.generation.prefix_tree import ProbeJob, naive_sample, shared_prefix_sample
 
 CONFIGS = {
     # the default profile's architecture (params.yaml train_base.model), longer context

@@ -1,27 +1,8 @@
-"""Where benchmark results go: one JSON per benchmark with the machine it ran on."""
+"""Where benchmark results go (``mrt_lib.measurements``), and a Markdown table printer."""
 
 from __future__ import annotations
 
-import platform
-from pathlib import Path
-
-import torch
-
-from tasks.common import write_json_atomic
-
-
-def machine(threads: int) -> dict:
-    """The machine a measurement was taken on (timings mean nothing without it)."""
-    return {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-            "threads": threads, "device": "cuda" if torch.cuda.is_available() else "cpu"}
-
-
-def record(out: str | Path, threads: int, **content) -> dict:
-    """Write ``{"machine": ..., **content}`` to ``out`` (atomically) and return the machine."""
-    info = machine(threads)
-    write_json_atomic(Path(out), {"machine": info, **content}, sort_keys=False)
-    print(f"machine: {info}")
-    return info
+from mrt_lib.measurements import machine, record  # noqa: F401  (the benchmarks' import)
 
 
 def print_table(header: list[str], rows: list[list]) -> None:

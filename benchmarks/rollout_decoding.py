@@ -21,11 +21,11 @@ import torch
 
 from benchmarks.record import print_table, record
 from mrt_core.envs.code_search import CodeSearchEnv
-from tasks.build_dataset import load_problems
-from tasks.common import Paths
-from tasks.config import load_params
-from tasks.generation import make_backend
-from tasks.generation.rollouts import RolloutEngine
+from mrt_lib.common import Paths
+from mrt_lib.config import load_params
+from mrt_lib.data import load_problems
+from mrt_lib.generation import make_backend
+from mrt_lib.generation.rollouts import RolloutEngine
 
 
 class ReEncoding:

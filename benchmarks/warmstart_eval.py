@@ -20,18 +20,19 @@ import numpy as np
 
 from mrt_core.envs.code_search import CodeSearchEnv
 from mrt_core.metrics import bootstrap_ci
-from tasks.build_dataset import load_problems
-from tasks.common import Paths, derive_seed, setup_process
-from tasks.config import load_params
-from tasks.evaluate import failures, model_row
-from tasks.generation import build_backend
-from tasks.generation.rollouts import RolloutEngine
+from mrt_lib.common import Paths, derive_seed, setup_process
+from mrt_lib.config import load_params
+from mrt_lib.data import load_problems
+from mrt_lib.envs import backend_for
+from mrt_lib.envs.code_search import failures
+from mrt_lib.evaluation.rows import model_row
+from mrt_lib.generation.rollouts import RolloutEngine
 
 
 def evaluate_folder(params, paths: Paths, folder: str, budgets: list[int]) -> dict:
     cfg = params.evaluate
     env = CodeSearchEnv(params.env.spec())
-    backend = build_backend(params, folder)
+    backend = backend_for(params, folder)
     engine = RolloutEngine(backend, env, cfg.temperature, params.env.continuation_text)
     problems = load_problems(paths, "test")
     spec = env.spec

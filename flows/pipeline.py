@@ -18,8 +18,8 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from tasks.config import load_params_or_exit
-from tasks.tracking import PARENT_RUN_ENV, PIPELINE_RUN_ENV, new_pipeline_run_id, start_parent_run
+from mrt_lib.config import load_params_or_exit
+from mrt_lib.tracking import PARENT_RUN_ENV, PIPELINE_RUN_ENV, new_pipeline_run_id, start_parent_run
 
 STAGES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "rl_start",
           "rl_round", "evaluate", "report")

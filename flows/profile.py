@@ -21,11 +21,11 @@ import yaml
 from prefect import flow, task
 
 from flows.pipeline import _dvc, mrt_pipeline
-from tasks.common import write_text_atomic
-from tasks.config import load_params_or_exit, read_params_file
+from mrt_lib.common import write_text_atomic
+from mrt_lib.config import load_params_or_exit, read_params_file
+from mrt_lib.layout import PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
-CODE = ("mrt_core", "tasks", "flows")
 
 
 def workspace_name(profile: Path) -> str:
@@ -40,7 +40,7 @@ def prepare_workspace(profile: str, workdir: str) -> str:
     workspace path."""
     ws = Path(workdir)
     ws.mkdir(parents=True, exist_ok=True)
-    for name in CODE:
+    for name in PACKAGES:
         shutil.rmtree(ws / name, ignore_errors=True)
         shutil.copytree(REPO / name, ws / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", ws / "dvc.yaml")

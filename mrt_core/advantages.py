@@ -7,15 +7,11 @@ All functions take and return torch tensors (float32 unless given otherwise).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence, get_args
+from typing import Sequence
 
 import torch
 
 EPS = 1e-6
-
-Arm = Literal["grpo", "mrt_prefix", "mrt_mixed", "mrt_dense", "mrt_star"]
-ARMS: tuple[str, ...] = get_args(Arm)
-
 
 def group_advantages(rewards: torch.Tensor, normalize_std: bool = True, eps: float = EPS) -> torch.Tensor:
     """Outcome advantages within groups: GRPO, METHOD.md (8) (``normalize_std``), or the
@@ -68,6 +64,21 @@ def mixed_group_advantages(answer_rewards: torch.Tensor, continue_rewards: torch
     return both[: answer_rewards.numel()], both[answer_rewards.numel():]
 
 
+def length_penalized_rewards(rewards: torch.Tensor, gen_tokens: torch.Tensor, lam: float,
+                             train_budget: int) -> torch.Tensor:
+    """Outcome reward minus a length cost, METHOD.md (21): ``R = r - lambda * n / C_0``.
+    rewards, gen_tokens: (..., G) -> (..., G); ``n / C_0`` is the share of the training budget
+    the trace spent (prefix included), so ``lambda`` is the reward a full-budget trace gives up."""
+    return rewards.float() - lam * gen_tokens.float() / train_budget
+
+
+def broadcast_to_tokens(per_sample: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A per-sample advantage (..., G) on every counted token of its sample, 0 elsewhere
+    (METHOD.md (8)-(13): outcome advantages are constant over a rollout's tokens). mask:
+    (..., G, T) bool, True = counts -> (..., G, T)."""
+    return torch.where(mask, per_sample[..., None].float(), torch.zeros((), dtype=torch.float32))
+
+
 def star_filter(rewards: Sequence[float], episode_progress: Sequence[Sequence[float]], min_total_progress: float,
                 max_zero_share: float, zero_threshold: float) -> list[bool]:
     """MRT-STaR selection (METHOD.md, after (13)): keep a trace when it is correct (r = 1), its
@@ -100,47 +111,5 @@ class GroupedRollouts:
     n_episodes: torch.Tensor
     token_episode: torch.Tensor
     mask: torch.Tensor
+    gen_tokens: torch.Tensor | None = None  # (P, G) generated tokens of each trace, prefix included
 
-
-@dataclass(frozen=True)
-class StarRule:
-    """The MRT-STaR filter's thresholds (METHOD.md, after (13))."""
-
-    min_total_progress: float
-    max_zero_share: float
-    zero_threshold: float
-
-
-def arm_advantages(arm: Arm, batch: GroupedRollouts, alpha: float, star: StarRule | None = None) -> torch.Tensor:
-    """Per-token advantages (P, G, T) of one RL arm, zero off the mask; every arm sees the same
-    rollouts and differs only here (METHOD.md (8)-(13)):
-
-    - ``grpo``: outcome only, group-normalised (8), broadcast over the sample's tokens;
-    - ``mrt_prefix``: termination baseline (11), ``(1 + alpha)(r - J(mu | c))``, no std
-      normalisation (normalising would cancel the bonus: the trap);
-    - ``mrt_mixed``: answer-now and continue samples of one prefix normalised together (13);
-    - ``mrt_dense``: the GRPO advantage plus ``alpha * progress`` of each token's episode (12);
-    - ``mrt_star``: 1 on traces the MRT-STaR filter keeps, 0 elsewhere (filtered imitation)."""
-    r = batch.rewards.float()
-    if arm in ("grpo", "mrt_mixed"):
-        if arm == "mrt_mixed" and not (batch.answer_now.any(-1) & (~batch.answer_now).any(-1)).all():
-            raise ValueError("mrt_mixed needs answer-now and continue samples in every group")
-        per_sample = group_advantages(r)
-    elif arm == "mrt_prefix":
-        per_sample = termination_baseline_advantages(r, batch.j_prefix.float()[:, None], alpha)
-    elif arm == "mrt_star":
-        if star is None:
-            raise ValueError("mrt_star needs a StarRule")
-        rows = [p[:n] for p, n in zip(batch.progress.flatten(0, 1).tolist(), batch.n_episodes.flatten().tolist())]
-        keep = star_filter(r.flatten().tolist(), rows, star.min_total_progress, star.max_zero_share,
-                           star.zero_threshold)
-        per_sample = torch.tensor(keep, dtype=torch.float32).reshape(r.shape)
-    elif arm == "mrt_dense":
-        P, G, T = batch.mask.shape
-        padded = torch.cat([batch.progress.float(), torch.zeros(P, G, 1)], dim=-1)  # column k: no bonus
-        dense = dense_token_advantages(group_advantages(r).flatten(), padded.flatten(0, 1),
-                                       batch.token_episode.flatten(0, 1), batch.mask.flatten(0, 1), alpha)
-        return dense.reshape(P, G, T)
-    else:
-        raise ValueError(f"unknown arm {arm!r}: one of {ARMS}")
-    return torch.where(batch.mask, per_sample[..., None], torch.zeros(()))

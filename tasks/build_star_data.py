@@ -17,22 +17,26 @@ import numpy as np
 
 from mrt_core.advantages import star_filter
 from mrt_core.regret import progress, zero_progress_share
-from tasks.build_dataset import load_problems
-from tasks.common import Paths, atomic_path, derive_seed, jsonl_text, model_hash, setup_process, write_json_atomic
-from tasks.config import Params, stage_params
-from tasks.environments import environment, make_engine
-from tasks.generation import build_backend, build_backend_or_exit
-from tasks.generation.curves import episode_curves
-from tasks.generation.rollouts import Rollout
-from tasks.tracking import stage_run
+from mrt_lib.common import Paths, atomic_path, derive_seed, jsonl_text, model_hash, setup_process, write_json_atomic
+from mrt_lib.config import Params, for_stage, stage_params
+from mrt_lib.data import load_problems
+from mrt_lib.envs import backend_for, backend_for_or_exit, environment, family
+from mrt_lib.generation.curves import episode_curves
+from mrt_lib.generation.rollouts import Rollout
+from mrt_lib.tracking import stage_run
+
+# the params sections the stage reads: the sections of its params in dvc.yaml
+SECTIONS = ("env", "template", "grader", "meta_prover", "generation", "build_star_data")
 
 
 def run_build_star_data(params: Params, paths: Paths, backend=None) -> dict:
+    params = for_stage(params, SECTIONS)
     cfg = params.build_star_data
     model_path = paths.model(cfg.model)
-    backend = backend or build_backend(params, model_path)
+    backend = backend or backend_for(params, model_path)
     with environment(params) as env:
-        return _build(params, paths, cfg, env, make_engine(backend, env, cfg.temperature, params), model_path)
+        engine = family(params.env.kind).engine(backend, env, cfg.temperature, params.env)
+        return _build(params, paths, cfg, env, engine, model_path)
 
 
 def _build(params: Params, paths: Paths, cfg, env, engine, model_path) -> dict:
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.build_star_data.seed)
     paths = Paths()
-    backend = build_backend_or_exit("build_star_data", params, paths.model(params.build_star_data.model))
+    backend = backend_for_or_exit("build_star_data", params, paths.model(params.build_star_data.model))
     with stage_run("build_star_data", params.runtime.tracking_uri, params.runtime.experiment,
                    {"build_star_data": params.build_star_data.model_dump()}) as mlflow:
         stats = run_build_star_data(params, paths, backend)

@@ -11,32 +11,17 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 
-from tasks.common import Paths, atomic_path, read_json, setup_process, sha256_text
-from tasks.comparison import comparison_markdown
-from tasks.config import Params, stage_params
-from tasks.tracking import stage_run
+from mrt_lib.common import Paths, atomic_path, read_json, setup_process, sha256_text
+from mrt_lib.config import Params, for_stage, stage_params
+from mrt_lib.evaluation.comparison import comparison_markdown
+from mrt_lib.evaluation.figures import REFERENCES, draw_accuracy, figure_png
+from mrt_lib.tracking import stage_run
 
-REFERENCES = ("bisection", "data_policy")
 COMMAND = "dvc repro  (or: make run)"
 
-
-def _figure_png(draw) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    draw(ax)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+# the params sections the stage reads: the sections of its params in dvc.yaml
+SECTIONS = ("evaluate", "rl")
 
 
 def figures(metrics: dict, details: dict, budgets: list[int], models: list[str]) -> dict[str, bytes]:
@@ -45,14 +30,8 @@ def figures(metrics: dict, details: dict, budgets: list[int], models: list[str])
     keys = [f"B{b}" for b in budgets]
 
     def accuracy(ax):
-        for m in models:
-            rows = [metrics[m][k] for k in keys]
-            over = rows[0].get("ci_over", "problems")
-            ax.plot(budgets, [r["accuracy"] for r in rows], "o-", label=f"{m} (CI over {over})")
-            ax.fill_between(budgets, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.2)
-        for ref, style in ((r, st) for r, st in zip(REFERENCES, ("k--", ":")) if r in metrics):
-            ax.plot(budgets, [metrics[ref][k]["accuracy"] for k in keys], style, label=ref)
-        ax.set(xlabel="generated-token budget", ylabel="accuracy (forced answer)", ylim=(0, 1.02))
+        shown = [m for m in [*models, *REFERENCES] if m in metrics]
+        draw_accuracy(ax, {m: [metrics[m][k] for k in keys] for m in shown}, budgets, models)
 
     def regret(ax):
         for m in models:
@@ -75,7 +54,7 @@ def figures(metrics: dict, details: dict, budgets: list[int], models: list[str])
             ax.stairs(hist, edges, label=f"{m} (zero-progress {details[m]['progress']['zero_progress_share']:.0%})")
         ax.set(xlabel="progress of an episode (change of J)", ylabel="episodes")
 
-    return {name: _figure_png(fn) for name, fn in
+    return {name: figure_png(fn) for name, fn in
             (("accuracy", accuracy), ("regret", regret), ("pass_maj", pass_maj), ("progress", progress))}
 
 
@@ -187,6 +166,7 @@ def render_markdown(table: list[list[str]], efficiency: list[dict], config_hash:
 
 
 def run_report(params: Params, paths: Paths) -> dict[str, bytes]:
+    params = for_stage(params, SECTIONS)
     metrics = read_json(paths.metrics / "evaluate.json")
     details = read_json(paths.metrics / "evaluate_details.json")
     budgets = params.evaluate.budgets

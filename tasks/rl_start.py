@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from tasks.common import Paths, model_hash, write_json_atomic
-from tasks.config import load_params_or_exit
+from mrt_lib.common import Paths, model_hash, write_json_atomic
+from mrt_lib.config import load_params_or_exit
 
 
 def run_rl_start(start: str, paths: Paths, arm: str, seed: int) -> dict:

@@ -13,7 +13,6 @@ one. The model is saved in Hugging Face format (safetensors) under ``models/warm
 from __future__ import annotations
 
 import random
-import shutil
 import sys
 import zlib
 
@@ -25,19 +24,26 @@ from trl import SFTConfig, SFTTrainer
 
 from mrt_core.envs.base import Problem, Role, Segment
 from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
-from tasks.build_dataset import load_problems
-from tasks.common import (
+from mrt_lib.common import (
     WARMSTART_SCOPE,
     Paths,
     atomic_path,
     derive_seed,
+    model_hash,
     read_jsonl,
     setup_process,
+    sha256_text,
     write_not_applicable,
 )
-from tasks.config import Params, stage_params
-from tasks.modeling import check_round_trip, encode_segments, load_policy
-from tasks.tracking import stage_run
+from mrt_lib.config import Params, for_stage, stage_params
+from mrt_lib.data import dataset_hash, load_problems
+from mrt_lib.envs import family
+from mrt_lib.modeling import check_round_trip, encode_segments, load_policy
+from mrt_lib.resume import ResumeState, code_version, fingerprint
+from mrt_lib.tracking import stage_run
+
+# the params sections the stage reads: the sections of its params in dvc.yaml
+SECTIONS = ("env", "sft_warmstart", "train_base")
 
 
 class WarmstartDataError(ValueError):
@@ -161,7 +167,8 @@ def sft_args(params: Params, output_dir: str, has_val: bool) -> SFTConfig:
 
 def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
     """Fine-tune ``models/base`` on ``data/backtracks`` into ``models/warmstart``."""
-    if params.env.kind != "code_search":
+    params = for_stage(params, SECTIONS)
+    if not family(params.env.kind).backtracks:
         return write_not_applicable(paths.warmstart_model, "sft_warmstart", WARMSTART_SCOPE)
     _, tokenizer = load_policy(paths.base_model)
     check_round_trip(tokenizer, params.env.spec().alphabet())
@@ -171,9 +178,13 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
     problems = load_problems(paths, "train")
     replay = replay_rows(params, problems, n_replay) if n_replay else []
     train, val = build_datasets(rows, tokenizer, params, replay)
-    ckpt_dir = paths.checkpoints / "sft_warmstart"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    resume = get_last_checkpoint(str(ckpt_dir))
+    state = ResumeState(paths.checkpoints / "sft_warmstart", fingerprint(
+        sft_warmstart=params.sft_warmstart.model_dump(), train_base=params.train_base.model_dump(),
+        env=params.env.model_dump(), base=model_hash(paths.base_model), dataset=dataset_hash(paths),
+        traces=sha256_text((paths.backtracks / "traces.jsonl").read_text()), code=code_version("sft_warmstart")),
+        "sft_warmstart")
+    resume = get_last_checkpoint(str(state.folder)) if state.usable() else None
+    ckpt_dir = state.open()  # TRL writes its checkpoints here
     model = AutoModelForCausalLM.from_pretrained(paths.base_model, dtype=torch.float32)
     new_tokens = []
     if params.sft_warmstart.init_new_tokens:  # against the base policy's own traces (no backtracks)
@@ -186,7 +197,7 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
     with atomic_path(paths.warmstart_model) as tmp:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    state.clear()
     return {"n_train": len(train), "n_val": len(val) if val is not None else 0, "n_replay": len(replay),
             "n_new_tokens": len(new_tokens),
             "train_loss": result.training_loss,

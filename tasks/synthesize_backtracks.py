@@ -23,8 +23,7 @@ import numpy as np
 from mrt_core.backtrack import choose_backtrack_step, plan_trace, success_gain
 from mrt_core.envs.base import Problem, Role, Segment
 from mrt_core.envs.code_search import CodeSearchEnv
-from tasks.build_dataset import load_problems
-from tasks.common import (
+from mrt_lib.common import (
     WARMSTART_SCOPE,
     Paths,
     atomic_path,
@@ -35,12 +34,16 @@ from tasks.common import (
     write_json_atomic,
     write_not_applicable,
 )
-from tasks.config import Params, stage_params
-from tasks.generation import build_backend, build_backend_or_exit
-from tasks.generation.rollouts import RolloutEngine, Start
-from tasks.tracking import stage_run
+from mrt_lib.config import Params, for_stage, stage_params
+from mrt_lib.data import load_problems
+from mrt_lib.envs import backend_for, backend_for_or_exit, family
+from mrt_lib.generation.rollouts import RolloutEngine, Start
+from mrt_lib.tracking import stage_run
 
 SEARCH_REJECTS = ("malformed_search", "no_failure_after_a_step")
+
+# the params sections the stage reads: the sections of its params in dvc.yaml
+SECTIONS = ("env", "template", "generation", "synthesize_backtracks")
 
 
 class SynthesisError(RuntimeError):
@@ -214,9 +217,10 @@ def synthesis_stats(problems, failed, cands, rows, rejects) -> dict:
 
 def run_synthesize_backtracks(params: Params, paths: Paths, backend=None) -> dict:
     """Write ``traces.jsonl`` and ``meta.json`` under ``paths.backtracks``; returns the stats."""
-    if params.env.kind != "code_search":
+    params = for_stage(params, SECTIONS)
+    if not family(params.env.kind).backtracks:
         return write_not_applicable(paths.backtracks, "synthesize_backtracks", WARMSTART_SCOPE)
-    backend = backend or build_backend(params, paths.base_model)
+    backend = backend or backend_for(params, paths.base_model)
     rows, stats = synthesize(params, paths, backend)
     with atomic_path(paths.backtracks) as tmp:
         tmp.mkdir()
@@ -229,8 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
     setup_process(params.runtime.torch_threads, params.synthesize_backtracks.seed)
     paths = Paths()
-    code_search = params.env.kind == "code_search"
-    backend = build_backend_or_exit("synthesize_backtracks", params, paths.base_model) if code_search else None
+    code_search = family(params.env.kind).backtracks
+    backend = backend_for_or_exit("synthesize_backtracks", params, paths.base_model) if code_search else None
     with stage_run("synthesize_backtracks", params.runtime.tracking_uri, params.runtime.experiment,
                    {"synthesize_backtracks": params.synthesize_backtracks.model_dump()}) as mlflow:
         try:

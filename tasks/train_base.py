@@ -1,4 +1,4 @@
-"""Stage ``train_base``: a small Qwen2 model trained from scratch on base search traces.
+"""Stage ``train_base``: a small Llama-architecture model trained from scratch on base search traces.
 
 The traces come from a deliberately wasteful policy (``base_guess_fn``: re-enters confirmed
 digits, but guesses inside the known interval only ``p_informed`` of the time), and end with
@@ -14,10 +14,8 @@ Resumable: every ``checkpoint_every`` steps the full training state is saved und
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import shutil
 import time
 
 import torch
@@ -26,11 +24,16 @@ from transformers import get_cosine_schedule_with_warmup
 
 from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
-from tasks.build_dataset import load_problems
-from tasks.common import Paths, atomic_path, derive_seed, model_hash, setup_process, sha256_text, write_json_atomic
-from tasks.config import Params, TrainBaseConfig, stage_params
-from tasks.modeling import build_char_tokenizer, build_model, check_tokenizer, collate, encode_segments
-from tasks.tracking import stage_run
+from mrt_lib.common import Paths, atomic_path, derive_seed, model_hash, setup_process, write_json_atomic
+from mrt_lib.config import Params, TrainBaseConfig, for_stage, stage_params
+from mrt_lib.data import dataset_hash, load_problems
+from mrt_lib.envs import family
+from mrt_lib.modeling import build_char_tokenizer, build_model, collate, encode_segments
+from mrt_lib.resume import ResumeState, code_version, fingerprint
+from mrt_lib.tracking import stage_run
+
+# the params sections the stage reads: the sections of its params in dvc.yaml
+SECTIONS = ("env", "policy", "template", "train_base")
 
 
 class TraceSampler:
@@ -72,7 +75,7 @@ def import_pretrained(params: Params, paths: Paths) -> dict:
     source = params.policy.model
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, params.policy.dtype))
-    check_tokenizer(tokenizer, params)
+    family(params.env.kind).check_tokenizer(tokenizer, params.env, params.template)
     with atomic_path(paths.base_model) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -84,6 +87,7 @@ def import_pretrained(params: Params, paths: Paths) -> dict:
 def run_train_base(params: Params, paths: Paths, log=None) -> dict:
     """Train and save the base model under ``paths.base_model`` (or import the pretrained one,
     ``policy.init: pretrained``); returns summary metrics."""
+    params = for_stage(params, SECTIONS)
     if params.policy.init == "pretrained":
         return import_pretrained(params, paths)
     cfg = params.train_base
@@ -96,10 +100,10 @@ def run_train_base(params: Params, paths: Paths, log=None) -> dict:
     model = build_model(cfg.model, tokenizer, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
-    ckpt_dir = paths.checkpoints / "train_base"
-    config = {"train_base": cfg.model_dump(), "env": params.env.model_dump()}
-    config_hash = sha256_text(json.dumps(config, sort_keys=True))
-    start = _resume(ckpt_dir, config_hash, model, optimizer, scheduler)
+    state = ResumeState(paths.checkpoints / "train_base", fingerprint(
+        train_base=cfg.model_dump(), env=params.env.model_dump(), dataset=dataset_hash(paths),
+        code=code_version("train_base")), "train_base")
+    start = _resume(state, model, optimizer, scheduler)
 
     model.train()
     t0, history = time.time(), []
@@ -117,44 +121,42 @@ def run_train_base(params: Params, paths: Paths, log=None) -> dict:
             if log:
                 log({"train_loss": row["train_loss"], "val_loss": row["val_loss"]}, done)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            _save_checkpoint(ckpt_dir, config_hash, done, model, optimizer, scheduler)
+            _save_checkpoint(state, done, model, optimizer, scheduler)
 
     with atomic_path(paths.base_model) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    state.clear()
     n_params = sum(p.numel() for p in model.parameters())
     final_val = history[-1]["val_loss"] if history else validation_loss(model, val_batches)
     return {"n_params": n_params, "final_val_loss": final_val, "train_seconds": time.time() - t0, "resumed_from": start}
 
 
-def _save_checkpoint(ckpt_dir, config_hash, step, model, optimizer, scheduler) -> None:
-    state = {
-        "config_hash": config_hash,
+def _save_checkpoint(state: ResumeState, step, model, optimizer, scheduler) -> None:
+    """Model, optimizer, scheduler and RNG after ``step`` updates, in the stage's resume state."""
+    checkpoint = {
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
-    with atomic_path(ckpt_dir / "state.pt") as tmp:
-        torch.save(state, tmp)
+    with atomic_path(state.open() / "state.pt") as tmp:
+        torch.save(checkpoint, tmp)
 
 
-def _resume(ckpt_dir, config_hash, model, optimizer, scheduler) -> int:
-    path = ckpt_dir / "state.pt"
-    if not path.exists():
+def _resume(state: ResumeState, model, optimizer, scheduler) -> int:
+    """The step to continue from: 0, or that of a resume state with this run's fingerprint."""
+    path = state.folder / "state.pt"
+    if not state.usable() or not path.exists():
         return 0
-    state = torch.load(path, weights_only=False)
-    if state["config_hash"] != config_hash:
-        print(f"train_base: ignoring checkpoint at {path} (made with another config)")
-        return 0
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    print(f"train_base: resuming at step {state['step']}")
-    return state["step"]
+    checkpoint = torch.load(path, weights_only=False)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    print(f"train_base: resuming at step {checkpoint['step']}")
+    return checkpoint["step"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,14 +22,14 @@ SMOKE_PARAMS = REPO / "tests" / "params_smoke.yaml"
 
 @pytest.fixture
 def smoke_params():
-    from tasks.config import load_params
+    from mrt_lib.config import load_params
 
     return load_params(SMOKE_PARAMS)
 
 
 @pytest.fixture
 def paths(tmp_path):
-    from tasks.common import Paths
+    from mrt_lib.common import Paths
 
     return Paths(root=tmp_path)
 
@@ -38,9 +38,9 @@ def paths(tmp_path):
 def trained_smoke(tmp_path_factory):
     """Dataset, base model, backtrack traces, warm-start model and the RL rounds of the smoke
     profile, made once per session (tests that write must work on a copy: see ``copy_outputs``)."""
+    from mrt_lib.common import Paths, setup_process
+    from mrt_lib.config import load_params
     from tasks.build_dataset import run_build_dataset
-    from tasks.common import Paths, setup_process
-    from tasks.config import load_params
     from tasks.sft_warmstart import run_sft_warmstart
     from tasks.synthesize_backtracks import run_synthesize_backtracks
     from tasks.train_base import run_train_base
@@ -70,7 +70,7 @@ def run_rl(params, paths) -> None:
 
 def copy_outputs(paths, dest: Path, *names: str):
     """A fresh ``Paths`` under ``dest`` holding copies of the named outputs of ``paths``."""
-    from tasks.common import Paths
+    from mrt_lib.common import Paths
 
     other = Paths(root=dest)
     for name in names:
@@ -80,7 +80,9 @@ def copy_outputs(paths, dest: Path, *names: str):
 
 def copy_project(dest: Path) -> Path:
     """The project's pipeline files in a fresh directory (code, dvc.yaml, smoke params)."""
-    for name in ("mrt_core", "tasks", "flows"):
+    from mrt_lib.layout import PACKAGES
+
+    for name in PACKAGES:
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", dest / "dvc.yaml")
     shutil.copy(SMOKE_PARAMS, dest / "params.yaml")

@@ -107,7 +107,7 @@ def test_accelerate_loader_would_catch_a_typo(tmp_path):
 
 
 def test_gpu_profile_validates_with_the_paper_settings():
-    from tasks.config import load_params
+    from mrt_lib.config import load_params
 
     path = REPO / "profiles" / "gpu_r1_distill_1p5b.yaml"
     params = load_params(path)

@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
+from mrt_lib.common import Paths
+from mrt_lib.config import load_params
 from tasks.build_dataset import run_build_dataset
 from tasks.build_star_data import run_build_star_data
-from tasks.common import Paths
-from tasks.config import load_params
 from tasks.evaluate import run_evaluate
 from tasks.report import run_report
 from tasks.sft_warmstart import run_sft_warmstart

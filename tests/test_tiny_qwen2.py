@@ -10,10 +10,11 @@ import torch
 import yaml
 
 from mrt_core.envs.math_text import MathEnv
-from tasks.build_dataset import load_problems, run_build_dataset
-from tasks.common import Paths
-from tasks.config import load_params
-from tasks.grading import MathGrader
+from mrt_lib.common import Paths
+from mrt_lib.config import load_params
+from mrt_lib.data import load_problems
+from mrt_lib.grading import MathGrader
+from tasks.build_dataset import run_build_dataset
 from tests.tiny_qwen2 import build_tiny_qwen2
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "math"

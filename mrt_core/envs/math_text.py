@@ -17,7 +17,7 @@ grader decides whether the final answer is right. What this module adds over the
   (``answer_complete``); the answer is the last ``\\boxed{}`` (or a configured pattern) of
   termination text + continuation (``forced_answer``).
 
-The grader is injected (``tasks.grading.MathGrader`` in the pipeline), so this module stays pure.
+The grader is injected (``mrt_lib.grading.MathGrader`` in the pipeline), so this module stays pure.
 """
 
 from __future__ import annotations

@@ -6,11 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mrt_core.advantages import (
-    GroupedRollouts,
-    StarRule,
-    arm_advantages,
     dense_token_advantages,
     group_advantages,
+    length_penalized_rewards,
     mixed_group_advantages,
     progress_reward,
     star_filter,
@@ -113,54 +111,9 @@ def test_our_mrt_advantages_change_the_gradient():
     assert not torch.allclose(dense, plain, atol=1e-4)
 
 
-# --- Per-arm advantages on one shared batch (METHOD.md (8)-(13)) ---------------------------------
-
-def _batch(rewards, j, answer_now=None, progress=None, n_episodes=None):
-    """P=1 prefix, G=4 samples, T=3 tokens: episode 0, episode 1, then the answer (index k)."""
-    rewards = torch.tensor([rewards], dtype=torch.float32)
-    k = 2
-    progress = torch.zeros(1, 4, k) if progress is None else torch.tensor([progress])
-    return GroupedRollouts(
-        rewards=rewards, j_prefix=torch.tensor([j]),
-        answer_now=torch.zeros(1, 4, dtype=torch.bool) if answer_now is None else torch.tensor([answer_now]),
-        progress=progress, n_episodes=torch.full((1, 4), k) if n_episodes is None else torch.tensor([n_episodes]),
-        token_episode=torch.tensor([[[0, 1, k]] * 4]), mask=torch.ones(1, 4, 3, dtype=torch.bool),
-    )
-
-
-def test_arm_advantages_hand_values():
-    b = _batch([1, 0, 0, 1], 0.25, progress=[[0.5, 0.25], [0.0, 0.0], [0.0, 0.0], [0.0, 0.5]])
-    # grpo: mean 0.5, std 0.5 -> [1, -1, -1, 1] on every token
-    assert arm_advantages("grpo", b, 1.0)[0, :, 0].tolist() == pytest.approx([1, -1, -1, 1], abs=1e-5)
-    # mrt_prefix: (1 + 1)(r - 0.25) = [1.5, -0.5, -0.5, 1.5]
-    assert arm_advantages("mrt_prefix", b, 1.0)[0, :, 2].tolist() == [1.5, -0.5, -0.5, 1.5]
-    # mrt_dense, alpha 2: sample 0 tokens = 1 + 2 * [0.5, 0.25, 0 (answer)] = [2, 1.5, 1]
-    assert arm_advantages("mrt_dense", b, 2.0)[0, 0].tolist() == pytest.approx([2.0, 1.5, 1.0], abs=1e-5)
-    assert arm_advantages("mrt_dense", b, 2.0)[0, 3].tolist() == pytest.approx([1.0, 2.0, 1.0], abs=1e-5)
-    # mrt_star: keep correct traces with total progress >= 0.5 and no zero-progress episode:
-    # sample 0 (0.75, none zero) kept; sample 3 has a zero episode -> dropped
-    star = StarRule(min_total_progress=0.5, max_zero_share=0.0, zero_threshold=0.01)
-    assert arm_advantages("mrt_star", b, 1.0, star)[0, :, 1].tolist() == [1.0, 0.0, 0.0, 0.0]
-    # ... but with only its first episode real (n_episodes 1), sample 3 (progress 0.0) fails on total
-    b1 = _batch([1, 0, 0, 1], 0.25, progress=[[0.5, 0.25], [0.0, 0.0], [0.0, 0.0], [0.6, 0.0]], n_episodes=[2, 2, 2, 1])
-    assert arm_advantages("mrt_star", b1, 1.0, star)[0, :, 1].tolist() == [1.0, 0.0, 0.0, 1.0]
-
-
-def test_mixed_arm_normalises_answer_now_with_continuations():
-    # answer-now samples [0, 0], continuations [1, 0]: as in test_mixed_group_normalises_...
-    b = _batch([0, 0, 1, 0], 0.1, answer_now=[True, True, False, False])
-    adv = arm_advantages("mrt_mixed", b, 1.0)[0, :, 0].tolist()
-    assert adv == pytest.approx([-0.57735, -0.57735, 1.73205, -0.57735], abs=1e-4)
-    with pytest.raises(ValueError, match="answer-now and continue"):
-        arm_advantages("mrt_mixed", _batch([0, 0, 1, 0], 0.1), 1.0)
-
-
-def test_arm_advantages_vanish_off_the_mask_and_differ_from_grpo_where_they_should():
-    b = _batch([1, 0, 0, 1], 0.25, progress=[[0.5, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.5]])
-    masked = GroupedRollouts(**{**b.__dict__, "mask": torch.zeros(1, 4, 3, dtype=torch.bool)})
-    for arm in ("grpo", "mrt_prefix", "mrt_dense"):
-        assert arm_advantages(arm, masked, 1.0).abs().max() == 0
-    # the termination baseline moves with J (GRPO does not): the bonus is not cancelled
-    low = arm_advantages("mrt_prefix", _batch([1, 0, 0, 1], 0.1), 1.0)
-    high = arm_advantages("mrt_prefix", _batch([1, 0, 0, 1], 0.9), 1.0)
-    assert not torch.allclose(low, high)
+def test_length_penalized_rewards_hand_values():
+    # lambda 0.5, C_0 = 24: a correct trace of 12 tokens keeps 1 - 0.5 * 12/24 = 0.75, a wrong
+    # one of 24 tokens gets 0 - 0.5 * 1 = -0.5, a correct one of 6 tokens 1 - 0.125 = 0.875
+    out = length_penalized_rewards(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([12, 24, 6]), 0.5, 24)
+    assert out.tolist() == [0.75, -0.5, 0.875]
+    assert length_penalized_rewards(torch.tensor([1.0]), torch.tensor([24]), 0.0, 24).tolist() == [1.0]

@@ -1,7 +1,7 @@
 """Determinism and disjointness of the dataset stage."""
 
+from mrt_lib.common import Paths
 from tasks.build_dataset import SPLITS, load_split, run_build_dataset
-from tasks.common import Paths
 
 
 def test_same_seed_same_hash_and_bytes(smoke_params, tmp_path):

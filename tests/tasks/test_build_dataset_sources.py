@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mrt_lib.common import Paths
+from mrt_lib.config import load_params
 from tasks import build_dataset
 from tasks.build_dataset import SPLITS, DatasetError, SourceError, load_split, run_build_dataset
-from tasks.common import Paths
-from tasks.config import load_params
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "math"

@@ -6,8 +6,9 @@ import pytest
 
 from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv, CodeSearchSpec
-from tasks.evaluate import failures, first_failure_backtracked, run_evaluate
-from tasks.generation.rollouts import Rollout
+from mrt_lib.envs.code_search import failures, first_failure_backtracked
+from mrt_lib.generation.rollouts import Rollout
+from tasks.evaluate import run_evaluate
 from tests.conftest import copy_outputs
 
 
@@ -83,7 +84,7 @@ def test_backtrack_after_the_first_failed_attempt_is_detected():
 
 
 def test_an_arm_over_seeds_hand_values():
-    from tasks.evaluate import aggregate_seeds
+    from mrt_lib.evaluation.rows import aggregate_seeds
 
     def row(acc, regret):
         return {6: {"accuracy": acc, "ci_low": acc - 0.1, "ci_high": acc + 0.1, "regret": regret,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tasks.config import load_params
+from mrt_lib.config import load_params
 from tasks.rl_round import run_rl_round
 from tasks.rl_start import run_rl_start
 from tests.conftest import SMOKE_PARAMS, copy_outputs

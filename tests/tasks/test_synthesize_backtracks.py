@@ -6,7 +6,7 @@ import pytest
 
 from mrt_core.envs.base import Problem, Role
 from mrt_core.envs.code_search import CodeSearchEnv, CodeSearchSpec
-from tasks.config import load_params
+from mrt_lib.config import load_params
 from tasks.synthesize_backtracks import (
     Candidate,
     SynthesisError,
@@ -81,13 +81,13 @@ def test_too_many_malformed_first_attempts_fail_and_write_nothing(trained_smoke,
 
 def test_exact_and_sampled_step_estimates_agree(trained_smoke):
     # the exact success of resampling from each step prefix (teacher-forced) against 400 samples
-    from tasks.generation import build_backend
-    from tasks.generation.rollouts import RolloutEngine
+    from mrt_lib.envs import backend_for
+    from mrt_lib.generation.rollouts import RolloutEngine
     from tasks.synthesize_backtracks import estimate_prefixes, exact_prefixes
 
     params, paths, _ = trained_smoke
     env = CodeSearchEnv(params.env.spec())
-    engine = RolloutEngine(build_backend(params, paths.base_model), env)
+    engine = RolloutEngine(backend_for(params, paths.base_model), env)
     problem = Problem("code-21", "Q2:", "21")
     failed = [(problem, ["3"], ["2", "0"])]  # an earlier attempt "3<", then "2=" and "0>" fails at step 1
     exact = exact_prefixes(engine, failed, params)[0]

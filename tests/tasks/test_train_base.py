@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from mrt_core.envs.code_search import CodeSearchEnv
+from mrt_lib.common import Paths
+from mrt_lib.modeling import build_char_tokenizer, build_model
 from tasks.build_dataset import run_build_dataset
-from tasks.common import Paths
-from tasks.modeling import build_char_tokenizer, build_model
 from tasks.train_base import run_train_base
 
 
@@ -51,3 +51,22 @@ def test_resume_after_a_kill_gives_the_same_model(smoke_params, tmp_path):
     a = AutoModelForCausalLM.from_pretrained(straight.base_model).state_dict()
     b = AutoModelForCausalLM.from_pretrained(killed.base_model).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resume_state_from_another_dataset_is_discarded(smoke_params, tmp_path):
+    # killed at step 20 on one split, then the dataset is rebuilt with another seed: the saved
+    # step-16 state was trained on the old split, so the re-run starts over (it resumed here before)
+    paths = Paths(tmp_path)
+    run_build_dataset(smoke_params, paths)
+
+    def kill(metrics, step):
+        raise Killed(step)
+
+    with pytest.raises(Killed):
+        run_train_base(smoke_params, paths, log=kill)
+    assert (paths.checkpoints / "train_base" / "state.pt").exists()
+    reseeded = smoke_params.model_copy(update={"build_dataset": smoke_params.build_dataset.model_copy(
+        update={"seed": smoke_params.build_dataset.seed + 1})})
+    run_build_dataset(reseeded, paths)
+    summary = run_train_base(reseeded, paths)
+    assert summary["resumed_from"] == 0 and not (paths.checkpoints / "train_base").exists()

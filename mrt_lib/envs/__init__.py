@@ -1,0 +1,9 @@
+"""Environment families, registered by ``env.kind``: each is one object that gives a stage
+everything that depends on the kind of problem (the environment, its rollout engine, the
+dataset rows, the tokenizer check, reference policies, backtrack events). No stage branches on
+the kind; it asks ``family(params.env.kind)``."""
+
+from mrt_lib.envs import code_search, math  # noqa: F401  (register)
+from mrt_lib.envs.base import REGISTRY, EnvFamily, backend_for, backend_for_or_exit, environment, family, register
+
+__all__ = ["REGISTRY", "EnvFamily", "backend_for", "backend_for_or_exit", "environment", "family", "register"]

@@ -1,0 +1,57 @@
+"""What an RL arm is, and the registry that maps ``rl.arms`` names to arms.
+
+Every arm trains through the same round (``tasks/rl_round.py``): same prefixes, same rollouts,
+same loss. An arm only says how a step's grouped rollouts become per-token advantages
+(METHOD.md (8)-(13), (21)), which ``rl.*`` settings that reads, whether the first
+``rl.answer_now`` samples of a group answer at once, and which meta-prover reads its advantage
+needs (counted in the arm's compute). The math stays in ``mrt_core.advantages``.
+
+A new arm is one module in this package that defines an ``Arm`` and calls ``register``, plus
+its test; ``mrt_lib.rl.arms`` imports every module here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import torch
+
+from mrt_core.advantages import GroupedRollouts
+
+if TYPE_CHECKING:
+    from mrt_lib.config import RlConfig
+
+Probes = Literal["none", "prefix", "episodes"]
+
+
+class Arm(Protocol):
+    """One RL arm. ``probes``: the meta-prover reads its advantages need beyond the rollouts
+    themselves: ``none``; ``prefix`` (J(mu | c) of each prefix, once); ``episodes`` (J after every
+    episode of every continuation)."""
+
+    name: str
+    settings: tuple[str, ...]  # the rl.* fields ``advantages`` reads (tunable per arm: rl.overrides)
+    answer_now: bool
+    probes: Probes
+
+    def advantages(self, batch: GroupedRollouts, cfg: "RlConfig") -> torch.Tensor:
+        """Per-token advantages (P, G, T), zero where ``batch.mask`` is False."""
+        ...
+
+
+REGISTRY: dict[str, Arm] = {}
+
+
+def register(arm: Arm) -> Arm:
+    if arm.name in REGISTRY:
+        raise ValueError(f"two RL arms are named {arm.name!r}")
+    REGISTRY[arm.name] = arm
+    return arm
+
+
+def get_arm(name: str) -> Arm:
+    """The arm registered as ``name``; the error lists the known ones."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown RL arm {name!r}: one of {', '.join(sorted(REGISTRY))}") from None

@@ -1,0 +1,82 @@
+"""One step's rollouts as tensors for the arms, what the step did, and its stored records."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mrt_core.advantages import GroupedRollouts
+from mrt_core.envs.base import Role
+from mrt_core.regret import progress, zero_progress_share
+from mrt_lib.generation.curves import EpisodeCurve
+from mrt_lib.generation.rollouts import Rollout, RolloutEngine, Start
+from mrt_lib.rl.prefixes import Prefix
+
+ROLE_CHAR = {"prompt": "p", "gen": "g", "env": "e", "forced": "f"}
+
+
+def token_episodes(r: Rollout, curve: EpisodeCurve) -> list[int]:
+    """Episode index of every token of ``r`` from its start on (METHOD.md (12)); tokens after
+    the last episode (termination text, answer) get the index k = number of episodes."""
+    k = len(curve.j) - 1
+    index = [k] * (len(r.token_ids) - r.start_len)
+    for e, ep in enumerate(curve.episodes):
+        for t in range(ep.tok_start, ep.tok_end):
+            index[t] = e
+    return index
+
+
+def group(rolls: list[Rollout], curves: list[EpisodeCurve], prefixes: list[Prefix], starts: list[Start],
+          G: int) -> GroupedRollouts:
+    """The step's rollouts as (P, G, ...) tensors for the arms' ``advantages``."""
+    P, T = len(prefixes), max(len(r.token_ids) for r in rolls)
+    k = max(1, max(len(c.j) - 1 for c in curves))
+    progress_t = torch.zeros(P * G, k)
+    episode_t = torch.zeros(P * G, T, dtype=torch.long)
+    mask = torch.zeros(P * G, T, dtype=torch.bool)
+    for i, (r, c) in enumerate(zip(rolls, curves)):
+        prog = progress(np.array(c.j))
+        progress_t[i, : len(prog)] = torch.tensor(prog, dtype=torch.float32)
+        episode_t[i, r.start_len : len(r.token_ids)] = torch.tensor(token_episodes(r, c))
+        mask[i, r.start_len : len(r.token_ids)] = torch.tensor([x == Role.GENERATED for x in r.roles[r.start_len:]])
+    return GroupedRollouts(
+        rewards=torch.tensor([float(r.correct) for r in rolls]).reshape(P, G),
+        j_prefix=torch.tensor([p.j for p in prefixes], dtype=torch.float32),
+        answer_now=torch.tensor([s.answer_now for s in starts]).reshape(P, G),
+        progress=progress_t.reshape(P, G, k), n_episodes=torch.tensor([len(c.j) - 1 for c in curves]).reshape(P, G),
+        token_episode=episode_t.reshape(P, G, T), mask=mask.reshape(P, G, T),
+        gen_tokens=torch.tensor([prefixes[i // G].gen_tokens + r.budget_tokens for i, r in enumerate(rolls)]
+                                ).reshape(P, G),
+    )
+
+
+def step_metrics(arm, rolls: list[Rollout], curves: list[EpisodeCurve], starts: list[Start], cfg,
+                 probe_cost: int) -> dict:
+    """What one step's rollouts did, and what they cost (generated tokens; teacher-forced probe
+    tokens the arm itself needs: every episode end for the dense and STaR arms)."""
+    cont = [(r, c) for r, c, s in zip(rolls, curves, starts) if not s.answer_now]
+    prog = np.concatenate([progress(np.array(c.j)) for _, c in cont]) if cont else np.zeros(0)
+    uses_curves = arm.probes == "episodes"
+    return {
+        "reward": float(np.mean([r.correct for r in rolls])),
+        "continue_reward": float(np.mean([r.correct for r, _ in cont])) if cont else float("nan"),
+        "mean_progress": float(prog.mean()) if prog.size else float("nan"),
+        "zero_progress_share": zero_progress_share(prog, cfg.zero_threshold),
+        "episodes_per_trace": float(np.mean([len(c.j) - 1 for _, c in cont])) if cont else float("nan"),
+        "tokens_per_trace": float(np.mean([r.budget_tokens for r, _ in cont])) if cont else float("nan"),
+        "generated_tokens": sum(r.budget_tokens + len(r.answer_ids) for r in rolls),
+        "probe_tokens": sum(len(c.j) for c in curves) * probe_cost if uses_curves else 0,
+    }
+
+
+def rollout_record(r: Rollout, c: EpisodeCurve, engine: RolloutEngine, step: int, p: Prefix, now: bool,
+                   adv: float) -> dict:
+    out = r.token_ids[r.start_len:]
+    return {
+        "problem_id": r.problem.id, "step": step, "sample": r.sample, "prefix_episodes": p.episodes,
+        "prefix_j": p.j, "prefix_text": engine.tok.decode(r.token_ids[: r.start_len]),
+        "text": engine.tok.decode(out), "roles": "".join(ROLE_CHAR[x.value] for x in r.roles[r.start_len:]),
+        "episodes": [[e.char_start, e.char_end] for e in c.episodes], "episode_tokens": list(c.tokens),
+        "episode_j": list(c.j), "reward": float(r.correct), "answer_now": now,
+        "generated_tokens": r.budget_tokens, "mean_advantage": adv,
+    }
