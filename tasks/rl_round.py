@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -45,7 +44,7 @@ from mrt_lib.generation.hf import HFBackend
 from mrt_lib.modeling import load_policy
 from mrt_lib.resume import ResumeState, code_version, fingerprint
 from mrt_lib.rl.arms import Arm, get_arm
-from mrt_lib.rl.batch import group, rollout_record, step_metrics
+from mrt_lib.rl.batch import group, probe_cost, rollout_record, round_summary, step_metrics
 from mrt_lib.rl.prefixes import continuation_starts, sample_prefixes
 from mrt_lib.rl.state import RoundState, load_state, save_model, save_state, write_outputs
 from mrt_lib.rl.update import full_named_parameters, make_accelerator, policy_update
@@ -66,13 +65,6 @@ def round_model(paths: Paths, params: Params, arm: str, seed: int, n: int) -> Pa
     if not (folder / "model" / "config.json").exists():
         raise FileNotFoundError(f"{folder}/model is missing: run round {n} of {arm} (seed {seed}) first (dvc repro)")
     return folder / "model"
-
-
-def probe_cost(engine, problem, meta_prover) -> int:
-    """Tokens one read of J costs: the termination text and the answer, teacher-forced once
-    (exact) or sampled K times (sampled)."""
-    once = len(engine.term_ids) + engine.env.answer_length(problem)
-    return once if meta_prover.estimator == "exact" else meta_prover.samples * once
 
 
 def rollout_backend(params: Params, cfg: RlConfig, model, tok, start: Path):
@@ -170,29 +162,6 @@ def _round(params: Params, paths: Paths, cfg: RlConfig, env, arm: Arm, seed: int
                       run, best)
         resume.clear()
     return summary | {"wall_seconds": time.time() - t0}  # to MLflow only: outputs stay reproducible
-
-
-def round_summary(arm: Arm, seed: int, round_n: int, cfg: RlConfig, run: RoundState, probe_cost: int) -> dict:
-    """The round's metrics: training means, validation of the last policy (and which snapshot
-    validated best), and its compute (generated tokens of prefix rollouts and continuations;
-    probe tokens the arm itself needs; validation is not counted)."""
-    h, val = run.history, run.validations[-1]
-    best = max(run.validations, key=lambda v: (v["val_accuracy"], -v["step"]))
-    compute = {
-        "prefix_generated_tokens": run.prefix_cost,
-        "generated_tokens": sum(row["generated_tokens"] for row in h),
-        "probe_tokens": sum(row["probe_tokens"] for row in h) + (len(run.pool) * probe_cost
-                                                                if arm.probes == "prefix" else 0),
-    }
-    mean = lambda key: float(np.nanmean([row[key] for row in h]))  # noqa: E731
-    return {
-        "arm": arm.name, "seed": seed, "round": round_n, "steps": len(h),
-        "rollouts": len(h) * cfg.prompts_per_step * cfg.group_size,
-        **{key: mean(key) for key in ("reward", "mean_progress", "zero_progress_share", "episodes_per_trace",
-                                      "tokens_per_trace", "kl")},
-        **{k: v for k, v in val.items() if k != "step"}, "best_step": best["step"],
-        "best_val_accuracy": best["val_accuracy"], **compute, "total_tokens": sum(compute.values()),
-    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,54 +15,24 @@ Resumable: every ``checkpoint_every`` steps the full training state is saved und
 from __future__ import annotations
 
 import math
-import random
 import time
 
 import torch
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from mrt_core.envs.base import Problem
-from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
-from mrt_lib.common import Paths, atomic_path, derive_seed, model_hash, setup_process, write_json_atomic
-from mrt_lib.config import Params, TrainBaseConfig, for_stage, stage_params
+from mrt_core.envs.code_search import CodeSearchEnv
+from mrt_lib.common import Paths, atomic_path, model_hash, setup_process, write_json_atomic
+from mrt_lib.config import Params, for_stage, stage_params
 from mrt_lib.data import dataset_hash, load_problems
 from mrt_lib.envs import family
-from mrt_lib.modeling import build_char_tokenizer, build_model, collate, encode_segments
+from mrt_lib.modeling import build_char_tokenizer, build_model
 from mrt_lib.resume import ResumeState, code_version, fingerprint
 from mrt_lib.tracking import stage_run
+from mrt_lib.training.base_traces import TraceSampler, lm_loss, validation_loss
 
 # the params sections the stage reads: the sections of its params in dvc.yaml
 SECTIONS = ("env", "policy", "template", "train_base")
-
-
-class TraceSampler:
-    """Base traces for one batch, deterministic in (seed, step): resuming needs no data state."""
-
-    def __init__(self, env: CodeSearchEnv, problems: list[Problem], cfg: TrainBaseConfig, tokenizer):
-        self.env, self.problems, self.tokenizer = env, problems, tokenizer
-        self.guess = base_guess_fn(env.spec.n_values, cfg.p_informed)
-        self.trace_cfg = TraceConfig(p_give_up=cfg.p_give_up, p_cut=cfg.p_cut, max_steps=cfg.max_steps)
-        self.seed = cfg.seed
-
-    def batch(self, step: int, size: int, stream: str = "train") -> dict[str, torch.Tensor]:
-        rng = random.Random(derive_seed(self.seed, stream, step))
-        traces = [synthesize_trace(self.env, rng.choice(self.problems), self.guess, self.trace_cfg, rng)
-                  for _ in range(size)]
-        encoded = [encode_segments(self.tokenizer, segments) for segments in traces]
-        return collate(encoded, self.tokenizer.pad_token_id)
-
-
-def _loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(**batch).loss
-
-
-@torch.no_grad()
-def validation_loss(model, batches: list[dict[str, torch.Tensor]]) -> float:
-    model.eval()
-    losses = [_loss(model, b).item() for b in batches]
-    model.train()
-    return sum(losses) / len(losses)
 
 
 def import_pretrained(params: Params, paths: Paths) -> dict:
@@ -108,7 +78,7 @@ def run_train_base(params: Params, paths: Paths, log=None) -> dict:
     model.train()
     t0, history = time.time(), []
     for step in tqdm(range(start, cfg.steps), desc="train_base", initial=start, total=cfg.steps, mininterval=2):
-        loss = _loss(model, train.batch(step, cfg.batch_size))
+        loss = lm_loss(model, train.batch(step, cfg.batch_size))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

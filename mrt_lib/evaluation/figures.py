@@ -38,3 +38,37 @@ def draw_accuracy(ax, rows: dict[str, list[dict]], budgets: list[int], models: l
         style, label = REFERENCE_STYLE[ref]
         ax.plot(budgets, [r["accuracy"] for r in rows[ref]], style, label=label)
     ax.set(xlabel="generated-token budget", ylabel="accuracy (forced answer)", ylim=(0, 1.02))
+
+
+def figures(metrics: dict, details: dict, budgets: list[int], models: list[str]) -> dict[str, bytes]:
+    """Name -> PNG bytes: accuracy, regret, pass@k / maj@k and progress figures of ``models``
+    (base, warm-start, each RL arm over its seeds)."""
+    keys = [f"B{b}" for b in budgets]
+
+    def accuracy(ax):
+        shown = [m for m in [*models, *REFERENCES] if m in metrics]
+        draw_accuracy(ax, {m: [metrics[m][k] for k in keys] for m in shown}, budgets, models)
+
+    def regret(ax):
+        for m in models:
+            ax.plot(budgets, [metrics[m][k]["regret"] for k in keys], "o-", label=f"{m} (oracle)")
+            ax.plot(budgets, [metrics[m][k]["regret_votes"] for k in keys], "s--", label=f"{m} (votes vs episode)")
+        ax.set(xlabel="token budget C", ylabel="normalised regret", ylim=(0, 1.02))
+
+    def pass_maj(ax):
+        top = str(budgets[-1])
+        for m in models:
+            rows = details[m]["pass_maj"][top]
+            ax.plot([r["total_tokens"] for r in rows], [r["pass_at_k"] for r in rows], "o-", label=f"{m} pass@k")
+            ax.plot([r["total_tokens"] for r in rows], [r["maj_at_k"] for r in rows], "s--", label=f"{m} maj@k")
+        ax.set(xlabel=f"total tokens (k samples at B={top})", ylabel="accuracy", ylim=(0, 1.02))
+
+    def progress(ax):
+        edges = [-1 + 0.1 * i for i in range(21)]
+        for m in models:
+            hist = details[m]["progress"]["progress_histogram"]
+            ax.stairs(hist, edges, label=f"{m} (zero-progress {details[m]['progress']['zero_progress_share']:.0%})")
+        ax.set(xlabel="progress of an episode (change of J)", ylabel="episodes")
+
+    return {name: figure_png(fn) for name, fn in
+            (("accuracy", accuracy), ("regret", regret), ("pass_maj", pass_maj), ("progress", progress))}

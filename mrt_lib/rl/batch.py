@@ -80,3 +80,33 @@ def rollout_record(r: Rollout, c: EpisodeCurve, engine: RolloutEngine, step: int
         "episode_j": list(c.j), "reward": float(r.correct), "answer_now": now,
         "generated_tokens": r.budget_tokens, "mean_advantage": adv,
     }
+
+
+def probe_cost(engine, problem, meta_prover) -> int:
+    """Tokens one read of J costs: the termination text and the answer, teacher-forced once
+    (exact) or sampled K times (sampled)."""
+    once = len(engine.term_ids) + engine.env.answer_length(problem)
+    return once if meta_prover.estimator == "exact" else meta_prover.samples * once
+
+
+def round_summary(arm, seed: int, round_n: int, cfg, run, probe_cost: int) -> dict:
+    """The round's metrics: training means, validation of the last policy (and which snapshot
+    validated best), and its compute (generated tokens of prefix rollouts and continuations;
+    probe tokens the arm itself needs; validation is not counted)."""
+    h, val = run.history, run.validations[-1]
+    best = max(run.validations, key=lambda v: (v["val_accuracy"], -v["step"]))
+    compute = {
+        "prefix_generated_tokens": run.prefix_cost,
+        "generated_tokens": sum(row["generated_tokens"] for row in h),
+        "probe_tokens": sum(row["probe_tokens"] for row in h) + (len(run.pool) * probe_cost
+                                                                if arm.probes == "prefix" else 0),
+    }
+    mean = lambda key: float(np.nanmean([row[key] for row in h]))  # noqa: E731
+    return {
+        "arm": arm.name, "seed": seed, "round": round_n, "steps": len(h),
+        "rollouts": len(h) * cfg.prompts_per_step * cfg.group_size,
+        **{key: mean(key) for key in ("reward", "mean_progress", "zero_progress_share", "episodes_per_trace",
+                                      "tokens_per_trace", "kl")},
+        **{k: v for k, v in val.items() if k != "step"}, "best_step": best["step"],
+        "best_val_accuracy": best["val_accuracy"], **compute, "total_tokens": sum(compute.values()),
+    }

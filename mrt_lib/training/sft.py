@@ -1,0 +1,34 @@
+"""TRL's ``SFTTrainer`` set up for the warm-start, and its losses forwarded to MLflow."""
+
+from __future__ import annotations
+
+import torch
+from transformers import TrainerCallback
+from trl import SFTConfig
+
+
+class LossLogger(TrainerCallback):
+    """Forwards the Trainer's train/validation losses to a ``log(metrics, step)`` function."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.log and logs:
+            picked = {k: float(v) for k, v in logs.items() if k in ("loss", "eval_loss", "learning_rate")}
+            if picked:
+                self.log({("train_loss" if k == "loss" else k): v for k, v in picked.items()}, state.global_step)
+
+
+def sft_args(cfg, max_length: int, output_dir: str, has_val: bool) -> SFTConfig:
+    """TRL's settings from the ``sft_warmstart`` section: checkpoints every ``save_every`` steps
+    into ``output_dir``, loss on the completion mask, CPU unless CUDA is there."""
+    return SFTConfig(
+        output_dir=output_dir, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.lr, lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, logging_steps=cfg.eval_every,
+        eval_strategy="steps" if has_val else "no", eval_steps=cfg.eval_every, save_strategy="steps",
+        save_steps=cfg.save_every, save_total_limit=1, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
+        completion_only_loss=True, max_length=max_length, bf16=False, fp16=False,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=False,
+    )
