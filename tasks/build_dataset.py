@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 
 from mrt_lib.common import Paths, atomic_path, jsonl_text, setup_process, sha256_text, write_json_atomic
-from mrt_lib.config import Params, for_stage, stage_params
+from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import SCHEMA, SCHEMA_VERSION, SPLITS, DatasetError, SourceError, load_split  # noqa: F401
 from mrt_lib.envs import family
 from mrt_lib.tracking import stage_run
@@ -40,7 +40,7 @@ def run_build_dataset(params: Params, paths: Paths) -> dict:
     return meta
 
 
-def make_dataset(params: Params) -> tuple[dict[str, str], dict]:
+def make_dataset(params: StageConfig) -> tuple[dict[str, str], dict]:
     """The JSONL text of each split and the meta record, computed without writing anything:
     the environment family makes the rows (and says what else meta.json records)."""
     rows, extra = family(params.env.kind).dataset_rows(params.env, params.build_dataset, params.template)

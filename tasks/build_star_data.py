@@ -18,7 +18,7 @@ import numpy as np
 from mrt_core.advantages import star_filter
 from mrt_core.regret import progress, zero_progress_share
 from mrt_lib.common import Paths, atomic_path, derive_seed, jsonl_text, model_hash, setup_process, write_json_atomic
-from mrt_lib.config import Params, for_stage, stage_params
+from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import load_problems
 from mrt_lib.envs import backend_for, backend_for_or_exit, environment, family
 from mrt_lib.generation.curves import episode_curves
@@ -39,7 +39,7 @@ def run_build_star_data(params: Params, paths: Paths, backend=None) -> dict:
         return _build(params, paths, cfg, env, engine, model_path)
 
 
-def _build(params: Params, paths: Paths, cfg, env, engine, model_path) -> dict:
+def _build(params: StageConfig, paths: Paths, cfg, env, engine, model_path) -> dict:
     problems = load_problems(paths, "train")[: cfg.n_problems]
     rolls = engine.run(problems, cfg.n_samples, cfg.budget, derive_seed(cfg.seed, "star"), cfg.batch_size,
                        desc="star samples")

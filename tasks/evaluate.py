@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mrt_lib.common import Paths, derive_seed, read_json, setup_process
-from mrt_lib.config import Params, for_stage, stage_params
+from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import load_problems
 from mrt_lib.envs import backend_for, environment, family
 from mrt_lib.evaluation.metrics import curve_rows, efficiency_rows, pass_maj_rows
@@ -43,7 +43,7 @@ from mrt_lib.tracking import stage_run
 SECTIONS = ("env", "template", "grader", "meta_prover", "evaluate", "generation", "rl", "train_base")
 
 
-def evaluate_model(params: Params, paths: Paths, backend: GenerationBackend, problems, env, log=None,
+def evaluate_model(params: StageConfig, paths: Paths, backend: GenerationBackend, problems, env, log=None,
                    name: str = "base") -> tuple[dict, list[dict], dict]:
     """Rows per budget, every rollout's record and the details (curves, pass@k) of one model."""
     cfg = params.evaluate
@@ -91,7 +91,7 @@ def extrapolate(engine: RolloutEngine, problems, cfg, events_of, log=None, name:
     return rows
 
 
-def reference_rows(params: Params, problems, log=None) -> dict:
+def reference_rows(params: StageConfig, problems, log=None) -> dict:
     """The environment family's reference policies (code search: bisection and the base data
     policy), simulated exactly with Bayes-optimal forced answers; none for text problems."""
     cfg = params.evaluate
@@ -109,7 +109,7 @@ def reference_rows(params: Params, problems, log=None) -> dict:
     return out
 
 
-def evaluated_models(params: Params, paths: Paths) -> dict[str, Path]:
+def evaluated_models(params: StageConfig, paths: Paths) -> dict[str, Path]:
     """Name -> model folder of every model to evaluate: base, warmstart, and each RL arm's rounds
     (every round or the last, ``evaluate.rl_rounds``) for every seed, named ``<arm>/s<seed>/r<n>``."""
     rounds = [r.n for r in params.rl.rounds]
@@ -125,7 +125,7 @@ def evaluated_models(params: Params, paths: Paths) -> dict[str, Path]:
     return out
 
 
-def display_models(params: Params) -> list[str]:
+def display_models(params: StageConfig) -> list[str]:
     """What figures, the headline table and token efficiency compare: base, warmstart and each
     RL arm's last round aggregated over seeds."""
     return list(params.evaluate.models)
@@ -160,7 +160,7 @@ def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None =
     return results
 
 
-def rl_compute(params: Params, paths: Paths) -> dict:
+def rl_compute(params: StageConfig, paths: Paths) -> dict:
     """What each evaluated arm's training cost, per seed (summed over its rounds), from the
     rounds' metrics: RL rollouts, policy updates, generated tokens (prefix rollouts and
     continuations) and the probe tokens the arm's own advantages needed."""
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     except BackendUnavailable as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    for path in evaluated_models(params, paths).values():  # every model present, before anything is written
+    for path in evaluated_models(for_stage(params, SECTIONS), paths).values():  # all there before any write
         if not (path / "config.json").exists():
             print(f"evaluate: {path} holds no model: run the stage that writes it first (dvc repro)", file=sys.stderr)
             raise SystemExit(2)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.log_metrics(flat_metrics(results))
         mlflow.log_artifact(str(paths.plots / "accuracy_vs_budget.png"))
         mlflow.log_artifact(str(paths.metrics / "evaluate.json"))
-    for name in display_models(params):
+    for name in display_models(for_stage(params, SECTIONS)):
         for b in params.evaluate.budgets:
             row = results[name][b]
             ref = f" bisection={results['bisection'][b]['accuracy']:.3f}" if "bisection" in results else ""

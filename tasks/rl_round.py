@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from mrt_lib.common import Paths, derive_seed, model_hash, read_json, setup_process
-from mrt_lib.config import Params, RlConfig, for_stage, load_params_or_exit
+from mrt_lib.config import Params, RlConfig, StageConfig, for_stage, load_params_or_exit
 from mrt_lib.data import dataset_hash, load_problems
 from mrt_lib.envs import environment, family
 from mrt_lib.generation import make_backend
@@ -55,7 +55,7 @@ from mrt_lib.tracking import stage_run
 SECTIONS = ("env", "template", "grader", "meta_prover", "generation", "rl")
 
 
-def round_model(paths: Paths, params: Params, arm: str, seed: int, n: int) -> Path:
+def round_model(paths: Paths, arm: str, seed: int, n: int) -> Path:
     """The policy a round ``n + 1`` starts from: round ``n``'s model, or ``rl.start`` for n = 0
     (``rl/<arm>/s<seed>/r0/start.json``, written by the ``rl_start`` stage, names it)."""
     folder = paths.rl_round(arm, seed, n)
@@ -67,7 +67,7 @@ def round_model(paths: Paths, params: Params, arm: str, seed: int, n: int) -> Pa
     return folder / "model"
 
 
-def rollout_backend(params: Params, cfg: RlConfig, model, tok, start: Path):
+def rollout_backend(params: StageConfig, cfg: RlConfig, model, tok, start: Path):
     """What generates the round's rollouts: the training model itself on ``hf`` (CPU or its
     GPU), or vLLM (``rl.backend: vllm``) loaded from the round's start weights and synced after
     every update."""
@@ -88,11 +88,11 @@ def run_rl_round(params: Params, paths: Paths, arm: str, seed: int, round_n: int
         return _round(params, paths, cfg, env, get_arm(arm), seed, round_n, log)
 
 
-def _round(params: Params, paths: Paths, cfg: RlConfig, env, arm: Arm, seed: int, round_n: int, log) -> dict:
+def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed: int, round_n: int, log) -> dict:
     t0 = time.time()
     mp = params.meta_prover
     # load: the round's start policy (trained), the reference, the engine, the problems
-    start_path = round_model(paths, params, arm.name, seed, round_n - 1)
+    start_path = round_model(paths, arm.name, seed, round_n - 1)
     accelerator = make_accelerator(cfg)
     model, tok = load_policy(start_path)
     ref_model, _ = load_policy(paths.model(cfg.start))
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.arm not in params.rl.arms or args.seed not in params.rl.seeds or args.round > len(params.rl.rounds):
             raise ValueError(f"{args.arm} seed {args.seed} round {args.round} is not in rl.arms/rl.seeds/rl.rounds")
-        round_model(paths, params, args.arm, args.seed, args.round - 1)
+        round_model(paths, args.arm, args.seed, args.round - 1)
     except (FileNotFoundError, ValueError) as exc:
         print(f"rl_round: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -35,7 +35,7 @@ from mrt_lib.common import (
     write_json_atomic,
     write_not_applicable,
 )
-from mrt_lib.config import Params, for_stage, stage_params
+from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import load_problems
 from mrt_lib.envs import backend_for, backend_for_or_exit, family
 from mrt_lib.generation.rollouts import RolloutEngine
@@ -45,7 +45,7 @@ from mrt_lib.tracking import stage_run
 SECTIONS = ("env", "template", "generation", "synthesize_backtracks")
 
 
-def synthesize(params: Params, paths: Paths, backend) -> tuple[list[dict], dict]:
+def synthesize(params: StageConfig, paths: Paths, backend) -> tuple[list[dict], dict]:
     """Search, score every step prefix of each failed attempt, build the traces; rows and stats."""
     cfg = params.synthesize_backtracks
     env = CodeSearchEnv(params.env.spec())

@@ -23,7 +23,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from mrt_core.envs.code_search import CodeSearchEnv
 from mrt_lib.common import Paths, atomic_path, model_hash, setup_process, write_json_atomic
-from mrt_lib.config import Params, for_stage, stage_params
+from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import dataset_hash, load_problems
 from mrt_lib.envs import family
 from mrt_lib.modeling import build_char_tokenizer, build_model
@@ -35,7 +35,7 @@ from mrt_lib.training.base_traces import TraceSampler, lm_loss, validation_loss
 SECTIONS = ("env", "policy", "template", "train_base")
 
 
-def import_pretrained(params: Params, paths: Paths) -> dict:
+def import_pretrained(params: StageConfig, paths: Paths) -> dict:
     """``policy.init: pretrained``: the base model is ``policy.model`` (a hub id or a folder),
     saved under ``paths.base_model`` with its tokenizer, so every later stage (and DVC) sees the
     exact weights the pipeline started from."""

@@ -1,8 +1,8 @@
 """What an environment family offers the stages, and the registry by ``env.kind``.
 
 A new family is one module in this package defining an ``EnvFamily`` and calling
-``register``, plus its test (and its name in ``EnvConfig.kind``, which the config test checks
-against this registry).
+``register`` (``mrt_lib.envs`` imports every module of the package), plus its test and its
+name in ``EnvConfig.kind``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any, Callable, Protocol
 
 from mrt_core.envs.base import Environment
 from mrt_lib.generation.factory import build_backend, build_backend_or_exit
+from mrt_lib.registry import Registry
 
 
 class EnvFamily(Protocol):
@@ -49,22 +50,9 @@ class EnvFamily(Protocol):
         ...
 
 
-REGISTRY: dict[str, EnvFamily] = {}
-
-
-def register(fam: EnvFamily) -> EnvFamily:
-    if fam.kind in REGISTRY:
-        raise ValueError(f"two environment families are named {fam.kind!r}")
-    REGISTRY[fam.kind] = fam
-    return fam
-
-
-def family(kind: str) -> EnvFamily:
-    """The family registered as ``kind``; the error lists the known ones."""
-    try:
-        return REGISTRY[kind]
-    except KeyError:
-        raise ValueError(f"unknown env.kind {kind!r}: one of {', '.join(sorted(REGISTRY))}") from None
+REGISTRY: Registry[EnvFamily] = Registry("env.kind", "kind")
+register = REGISTRY.register
+family = REGISTRY.get  # the error lists the known kinds
 
 
 def environment(cfg) -> AbstractContextManager[Environment]:

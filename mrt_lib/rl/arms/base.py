@@ -7,7 +7,7 @@ same loss. An arm only says how a step's grouped rollouts become per-token advan
 needs (counted in the arm's compute). The math stays in ``mrt_core.advantages``.
 
 A new arm is one module in this package that defines an ``Arm`` and calls ``register``, plus
-its test; ``mrt_lib.rl.arms`` imports every module here.
+its test; ``mrt_lib.rl.arms`` imports every module of the package, so nothing else changes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import torch
 
 from mrt_core.advantages import GroupedRollouts
+from mrt_lib.registry import Registry
 
 if TYPE_CHECKING:
     from mrt_lib.config import RlConfig
@@ -39,19 +40,6 @@ class Arm(Protocol):
         ...
 
 
-REGISTRY: dict[str, Arm] = {}
-
-
-def register(arm: Arm) -> Arm:
-    if arm.name in REGISTRY:
-        raise ValueError(f"two RL arms are named {arm.name!r}")
-    REGISTRY[arm.name] = arm
-    return arm
-
-
-def get_arm(name: str) -> Arm:
-    """The arm registered as ``name``; the error lists the known ones."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown RL arm {name!r}: one of {', '.join(sorted(REGISTRY))}") from None
+REGISTRY: Registry[Arm] = Registry("RL arm", "name")
+register = REGISTRY.register
+get_arm = REGISTRY.get  # the error lists the known arms
