@@ -16,7 +16,6 @@ import sys
 
 import torch
 from transformers import AutoModelForCausalLM
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
 from mrt_lib.common import (
@@ -35,7 +34,7 @@ from mrt_lib.envs import family
 from mrt_lib.modeling import check_round_trip, load_policy
 from mrt_lib.resume import ResumeState, code_version, fingerprint
 from mrt_lib.tracking import stage_run
-from mrt_lib.training.sft import LossLogger, sft_args
+from mrt_lib.training.sft import LossLogger, last_complete_checkpoint, sft_args
 from mrt_lib.training.warmstart_data import WarmstartDataError, build_datasets, init_new_action_tokens, replay_rows
 
 # the params sections the stage reads: the sections of its params in dvc.yaml
@@ -60,7 +59,7 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
         env=params.env.model_dump(), base=model_hash(paths.base_model), dataset=dataset_hash(paths),
         traces=sha256_text((paths.backtracks / "traces.jsonl").read_text()), code=code_version("sft_warmstart")),
         "sft_warmstart")
-    resume = get_last_checkpoint(str(state.folder)) if state.usable() else None
+    resume = last_complete_checkpoint(state.folder) if state.usable() else None
     ckpt_dir = state.open()  # TRL writes its checkpoints here
     model = AutoModelForCausalLM.from_pretrained(paths.base_model, dtype=torch.float32)
     new_tokens = []

@@ -120,7 +120,13 @@ def _resume(state: ResumeState, model, optimizer, scheduler) -> int:
     path = state.folder / "state.pt"
     if not state.usable() or not path.exists():
         return 0
-    checkpoint = torch.load(path, weights_only=False)
+    try:  # tensors and plain containers only: a crafted pickle is refused, never run
+        checkpoint = torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (any unreadable state: start over, saying why)
+        print(f"train_base: refusing the resume state {path} ({type(exc).__name__}: it is not a plain "
+              "checkpoint); starting over")
+        state.clear()
+        return 0
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])

@@ -23,6 +23,22 @@ class ConfigError(ValueError):
 INHERIT = "inherit"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML's last-wins would
+    silently drop the first value)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line}): keep one",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_params_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The raw mapping of a params file. A profile may start with ``inherit: <params file>``
     (relative to itself): that file is read first and the profile's sections are merged over it
@@ -33,9 +49,18 @@ def read_params_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str,
     if path.resolve() in seen:
         raise ConfigError(f"{path}: inherits from itself ({' -> '.join(str(p) for p in seen)})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save the params file as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise ConfigError(f"{path}: a value cannot be read: {exc}") from None
+    if raw is None:
+        raise ConfigError(f"{path} is empty: write the sections to change (or `inherit: params.yaml`); an empty "
+                          "file is refused rather than silently running the defaults")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     parent = raw.pop(INHERIT, None)
@@ -79,6 +104,9 @@ def format_validation_error(path: Path, exc: ValidationError) -> str:
             continue
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
+        field, sep, rest = msg.partition(": ")
+        if isinstance(value, dict) and sep and field in value:  # a section-level check naming one field
+            key, msg, value = f"{key}.{field}", rest, value[field]
         shown = "" if isinstance(value, dict) else f" = {value!r}"
         lines.append(f"  {key}{shown}: {msg}")
     return "\n".join(lines)

@@ -14,7 +14,31 @@ Split = Literal["train", "val", "test"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A params section: unknown keys refused, values frozen, floats finite (a NaN or infinite
+    learning rate, threshold or limit is never what was meant), and a YAML ``true`` never
+    read as the number 1."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, raw):
+        if isinstance(raw, dict):
+            for name, value in raw.items():
+                field = cls.model_fields.get(name)
+                if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+                    raise ValueError(f"{name}: a number is needed here, not the boolean {str(value).lower()}")
+        return raw
+
+
+def _periods_fit(section: str, steps: int, steps_key: str, **periods: int) -> None:
+    """Warm-up and every period must fit in the run: one longer than it silently disables what
+    it controls (no checkpoint to resume from, no validation, a schedule that never ends its
+    warm-up)."""
+    for key, value in periods.items():
+        if value > steps:
+            raise ValueError(f"{section}.{key}={value} is longer than {section}.{steps_key}={steps}: it would "
+                             f"never take effect; lower it to at most {steps}")
 
 
 class EnvConfig(Section):
@@ -65,7 +89,7 @@ class EnvConfig(Section):
 class RuntimeConfig(Section):
     """Process-wide settings applied by every stage entry point."""
 
-    torch_threads: int = Field(2, ge=1, description="fixed torch thread count (determinism)")
+    torch_threads: int = Field(2, ge=1, le=256, description="fixed torch thread count (determinism)")
     tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking store")
     experiment: str = Field("mrt", min_length=1, description="MLflow experiment name")
 
@@ -117,7 +141,8 @@ class TemplateConfig(Section):
 class GraderConfig(Section):
     """The math grader (mrt_lib/grading.py, math-verify in worker processes)."""
 
-    timeout_s: float = Field(3.0, gt=0, description="wall-clock limit per answer; past it the answer is wrong")
+    timeout_s: float = Field(3.0, gt=0, le=300, description="wall-clock limit per answer; past it the answer is "
+                             "wrong (at most 5 minutes: a larger one stalls the stage on one bad answer)")
     workers: int = Field(1, ge=1, description="worker processes (answers graded in parallel from threads)")
     max_answer_chars: int = Field(512, ge=1, description="longer answers are wrong without parsing")
     float_rounding: int = Field(6, ge=0, description="decimals compared for floats")
@@ -183,6 +208,12 @@ class TrainBaseConfig(Section):
     eval_every: int = Field(100, ge=1, description="validation loss period (steps)")
     checkpoint_every: int = Field(100, ge=1, description="resume checkpoint period (steps)")
     n_val_traces: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _periods_fit_the_run(self) -> "TrainBaseConfig":
+        _periods_fit("train_base", self.steps, "steps", warmup_steps=self.warmup_steps,
+                     eval_every=self.eval_every, checkpoint_every=self.checkpoint_every)
+        return self
 
 
 class EvaluateConfig(Section):
@@ -256,6 +287,12 @@ class SftWarmstartConfig(Section):
     replay_informed_after_backtrack: bool = Field(
         False, description="the attempt after a replayed backtrack guesses inside the feedback's interval")
     init_new_tokens: bool = Field(False, description="start never-generated action tokens at the mean action embedding")
+
+    @model_validator(mode="after")
+    def _periods_fit_the_run(self) -> "SftWarmstartConfig":
+        _periods_fit("sft_warmstart", self.max_steps, "max_steps", warmup_steps=self.warmup_steps,
+                     eval_every=self.eval_every, save_every=self.save_every)
+        return self
 
 
 class BuildStarDataConfig(Section):

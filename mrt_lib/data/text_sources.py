@@ -33,18 +33,25 @@ def _read_file(path: Path) -> list[tuple[dict | None, str]]:
     if not path.exists():
         raise SourceError(f"{path}: no such file (build_dataset.source.files; paths are relative to the "
                           "working directory)")
+    if not path.is_file():
+        raise SourceError(f"{path}: not a file (build_dataset.source.files names files, not folders)")
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq  # only text sources need it
 
-        return [(r, f"{path}:row {i}") for i, r in enumerate(pq.read_table(path).to_pylist())]
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001  (pyarrow raises several kinds for a bad file)
+            raise SourceError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+        return [(r, f"{path}:row {i}") for i, r in enumerate(table.to_pylist())]
+    out = []
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:  # a line that is not UTF-8 is one bad row (counted with its file and line), not a crash
+            line = raw.decode("utf-8")
+            record = json.loads(line) if line.strip() else ...
+        except (UnicodeDecodeError, json.JSONDecodeError):
             record = None
+        if record is ...:
+            continue
         out.append((record if isinstance(record, dict) else None, f"{path}:{n}"))
     return out
 

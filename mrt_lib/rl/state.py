@@ -47,9 +47,11 @@ def save_state(accelerator, resume: ResumeState, run: RoundState) -> None:
         if run.step:
             shutil.move(str(staging), str(tmp / "accelerate"))
         (tmp / "pool.jsonl").write_text(jsonl_text(prefix_record(p) for p in run.pool))
-        (tmp / "history.jsonl").write_text(jsonl_text(run.history))
+        # history and validations keep their key order: metrics.json of a resumed round must be
+        # byte-identical to an uninterrupted one's (jsonl_text would sort the keys)
+        (tmp / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.history))
         (tmp / "records.jsonl").write_text(jsonl_text(run.records))
-        (tmp / "validations.jsonl").write_text(jsonl_text(run.validations))
+        (tmp / "validations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.validations))
         if (state_dir / "best").exists():
             shutil.copytree(state_dir / "best", tmp / "best")
         write_json_atomic(tmp / "state.json", {"step": run.step, "prefix_cost": run.prefix_cost})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from transformers import TrainerCallback
 from trl import SFTConfig
@@ -32,3 +35,19 @@ def sft_args(cfg, max_length: int, output_dir: str, has_val: bool) -> SFTConfig:
         completion_only_loss=True, max_length=max_length, bf16=False, fp16=False,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=False,
     )
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest ``checkpoint-<step>`` in ``folder`` that the Trainer finished writing: its
+    ``trainer_state.json`` (written last) exists and reads as JSON. A folder a kill cut short is
+    skipped, so a re-run resumes from the one before instead of failing on it."""
+    complete = []
+    for d in folder.glob("checkpoint-*"):
+        step = d.name.removeprefix("checkpoint-")
+        try:
+            json.loads((d / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if step.isdigit():
+            complete.append((int(step), d))
+    return str(max(complete)[1]) if complete else None

@@ -199,3 +199,23 @@ def test_a_split_left_empty_is_an_error(tmp_path):
     source["files"]["test"] = [str(tmp_path / "t.jsonl")]
     with pytest.raises(DatasetError, match=r"split\(s\) \['test'\] are empty after cleaning"):
         run_build_dataset(math_params(tmp_path, source, max_bad_share=1.0)[0], Paths(tmp_path))
+
+
+def test_a_line_that_is_not_utf8_is_one_bad_row_named_by_file_and_line(tmp_path):
+    # the fixture's train file with a Latin-1 byte in a new line 36: one more unreadable row
+    bad = tmp_path / "train_latin1.jsonl"
+    bad.write_bytes((FIXTURES / "train.jsonl").read_bytes().rstrip(b"\n") + b'\n{"problem": "caf\xe9"}\n')
+    params, _ = math_params(tmp_path, files_source(train=(str(bad),)))
+    meta = run_build_dataset(params, Paths(tmp_path / "out"))
+    c = meta["cleaning"]
+    assert c["rows_read"]["train"] == 36 and c["bad"]["by_reason"]["unreadable"] == 2
+    assert any(row["where"] == f"{bad}:36" and row["reason"] == "unreadable" for row in c["bad"]["rows"])
+
+
+def test_a_folder_named_like_a_source_file_is_a_source_error(tmp_path, monkeypatch, capsys):
+    (tmp_path / "x.jsonl").mkdir()
+    _, path = math_params(tmp_path, files_source(test=(str(tmp_path / "x.jsonl"),)))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        build_dataset.main(["--params", str(path)])
+    assert exc.value.code == 2 and "x.jsonl: not a file" in capsys.readouterr().err

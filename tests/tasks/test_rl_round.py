@@ -97,6 +97,8 @@ def test_a_killed_round_resumes_and_ends_where_an_uninterrupted_one_does(trained
     a, b = weights(whole.rl_round("grpo", 0, 1) / "model"), weights(cut.rl_round("grpo", 0, 1) / "model")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert summary["steps"] == 4 and not (cut.checkpoints / "rl" / "grpo" / "s0" / "r1").exists()
+    for name in ("metrics.json", "rollouts.jsonl"):  # the outputs too, byte for byte
+        assert (whole.rl_round("grpo", 0, 1) / name).read_bytes() == (cut.rl_round("grpo", 0, 1) / name).read_bytes()
 
 
 def test_unknown_arm_seed_or_round_is_refused(trained_smoke):

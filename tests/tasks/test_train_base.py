@@ -1,6 +1,7 @@
 """train_base on the smoke profile: finite loss, weights moved, reloadable, resumable."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +71,30 @@ def test_a_resume_state_from_another_dataset_is_discarded(smoke_params, tmp_path
     run_build_dataset(reseeded, paths)
     summary = run_train_base(reseeded, paths)
     assert summary["resumed_from"] == 0 and not (paths.checkpoints / "train_base").exists()
+
+
+class _Payload:
+    """A pickle that runs code when loaded with ``weights_only=False``."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_crafted_resume_state_is_refused_not_run(smoke_params, tmp_path, capsys):
+    paths = Paths(tmp_path / "ws")
+    run_build_dataset(smoke_params, paths)
+
+    def kill(metrics, step):
+        raise Killed(step)
+
+    with pytest.raises(Killed):
+        run_train_base(smoke_params, paths, log=kill)
+    state = paths.checkpoints / "train_base" / "state.pt"
+    marker = tmp_path / "ran"
+    torch.save({"step": 16, "model": _Payload(str(marker))}, state)  # the fingerprint file stays valid
+    summary = run_train_base(smoke_params, paths)
+    assert not marker.exists()  # the payload never ran
+    assert summary["resumed_from"] == 0 and "refusing the resume state" in capsys.readouterr().out
