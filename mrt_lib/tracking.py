@@ -18,6 +18,9 @@ PARENT_RUN_ENV = "MRT_PARENT_RUN_ID"
 PIPELINE_TAG = "mrt.pipeline_run"
 
 
+TRACKING_URI_ENV = "MRT_TRACKING_URI"
+
+
 def new_pipeline_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -25,6 +28,10 @@ def new_pipeline_run_id() -> str:
 def _configure(tracking_uri: str, experiment: str):
     import mlflow
 
+    # an explicit MRT_TRACKING_URI (a shared server, a store elsewhere) wins over the params'
+    # workspace store; not MLFLOW_TRACKING_URI, which mlflow.set_tracking_uri itself writes into
+    # the environment (so every child process would inherit the last store used)
+    tracking_uri = os.environ.get(TRACKING_URI_ENV) or tracking_uri
     mlflow.set_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         artifacts = Path("mlruns").resolve().as_uri() if tracking_uri.startswith("sqlite") else None

@@ -10,6 +10,7 @@ matrix stage) and re-runs when the start model changes.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mrt_lib.common import Paths, model_hash, write_json_atomic
 from mrt_lib.config import load_params_or_exit
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
     params = load_params_or_exit(args.params)
+    if args.arm not in params.rl.arms or args.seed not in params.rl.seeds:  # both form the output's path
+        print(f"rl_start: arm {args.arm!r} seed {args.seed} is not in rl.arms {params.rl.arms} / rl.seeds "
+              f"{params.rl.seeds}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         print(f"rl_start: {run_rl_start(params.rl.start, Paths(), args.arm, args.seed)}")
     except FileNotFoundError as exc:

@@ -55,6 +55,13 @@ CASES = [
      "duplicate key 'steps'"),
     ("duplicate sections are refused", train_base, "rl: {}\nrl: {}\n", "duplicate key 'rl'"),
     ("an integer too long to read", train_base, "train_base:\n  steps: " + "9" * 5000 + "\n", "bad.yaml"),
+    ("the tracking store stays in the workspace: ..", build_dataset,
+     with_value("runtime.tracking_uri", "sqlite:///../../x.db"), "runtime.tracking_uri"),
+    ("the tracking store stays in the workspace: absolute", build_dataset,
+     with_value("runtime.tracking_uri", "sqlite:////tmp/x.db"), "MRT_TRACKING_URI"),
+    ("a tracking server is given by the environment, not params", build_dataset,
+     with_value("runtime.tracking_uri", "http://127.0.0.1:5000"), "runtime.tracking_uri"),
+    ("an RL arm must be registered", rl_round, with_value("rl.arms", ["grpo", "../.."]), "unknown RL arm '../..'"),
 ]
 
 
@@ -83,5 +90,18 @@ def test_a_params_file_that_is_not_utf8_is_named(tmp_path, monkeypatch, capsys):
     assert "bad.yaml" in err and "UTF-8" in err
 
 
+@pytest.mark.parametrize("argv, needle", [(["--arm", "../..", "--seed", "0"], "arm '../..' seed 0 is not in"),
+                                         (["--arm", "grpo", "--seed", "7"], "arm 'grpo' seed 7 is not in")])
+def test_rl_start_writes_only_for_configured_arms_and_seeds(argv, needle, tmp_path, monkeypatch, capsys):
+    from tasks import rl_start
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    with pytest.raises(SystemExit) as exc:
+        rl_start.main(argv)
+    assert exc.value.code == 2 and needle in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing outside rl/ (or in it)
+
+
 def test_the_matrix_is_big_enough():
-    assert len(CASES) >= 17
+    assert len(CASES) >= 21

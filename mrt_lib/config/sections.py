@@ -3,6 +3,7 @@ defaults from the paper, checks within a section)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -90,8 +91,21 @@ class RuntimeConfig(Section):
     """Process-wide settings applied by every stage entry point."""
 
     torch_threads: int = Field(2, ge=1, le=256, description="fixed torch thread count (determinism)")
-    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking store")
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking store: a SQLite file inside the "
+                              "workspace (a shared store is given by the MRT_TRACKING_URI environment variable)")
     experiment: str = Field("mrt", min_length=1, description="MLflow experiment name")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _store_inside_the_workspace(cls, v: str) -> str:
+        """A params file may not point the store outside the workspace: a relative SQLite path
+        without ``..``. A server or an absolute path is set explicitly by whoever runs the
+        pipeline, through ``MRT_TRACKING_URI``."""
+        path = v.removeprefix("sqlite:///")
+        if not v.startswith("sqlite:///") or path.startswith("/") or ".." in Path(path).parts or not path:
+            raise ValueError(f"{v!r} is not a SQLite file inside the workspace (e.g. sqlite:///mlflow.db); set "
+                             "MRT_TRACKING_URI to use a tracking server or a store elsewhere")
+        return v
 
 
 class GenerationConfig(Section):

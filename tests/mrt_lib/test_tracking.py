@@ -27,3 +27,16 @@ def test_stage_runs_grouped_under_a_parent(tmp_path, monkeypatch):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_an_explicit_mlflow_tracking_uri_wins_over_the_params_store(tmp_path, monkeypatch):
+    # the team's shared store is given by the environment; the params' workspace store is unused
+    monkeypatch.chdir(tmp_path)
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    monkeypatch.setenv("MRT_TRACKING_URI", shared)
+    monkeypatch.setenv(PIPELINE_RUN_ENV, "g")
+    with stage_run("report", "sqlite:///mlflow.db", "exp", {}) as mlflow:
+        mlflow.log_metric("x", 1.0)
+    assert (tmp_path / "shared.db").exists() and not (tmp_path / "mlflow.db").exists()
+    exp = MlflowClient(shared).get_experiment_by_name("exp")
+    assert len(MlflowClient(shared).search_runs([exp.experiment_id])) == 1
