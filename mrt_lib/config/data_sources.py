@@ -139,6 +139,8 @@ class BuildDatasetConfig(Section):
     max_bad_share: float = Field(0.05, ge=0, le=1, description="hf/files: fail when more rows than this share "
                                  "have a missing or unparseable problem or answer")
     contamination: ContaminationConfig = ContaminationConfig()
+    max_problem_chars: int = Field(20_000, ge=1, description="hf/files: a longer problem is a bad row (too_long)")
+    max_answer_chars: int = Field(500, ge=1, description="hf/files: a longer answer is a bad row (too_long)")
     max_rows: dict[Split, int] = Field({}, description="hf/files: keep at most this many rows of a split "
                                        "(a seeded sample, after cleaning)")
 

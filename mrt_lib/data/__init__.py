@@ -15,7 +15,7 @@ SCHEMA = {
     "split": "string, one of train|val|test",
 }
 SPLITS = ("train", "val", "test")
-BAD_REASONS = ("unreadable", "missing_problem", "missing_answer", "unparseable_answer")
+BAD_REASONS = ("unreadable", "missing_problem", "missing_answer", "unparseable_answer", "too_long")
 REPORT_LIMIT = 200  # rows listed by number in meta.json per report (counts are always complete)
 
 

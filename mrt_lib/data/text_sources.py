@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -78,16 +79,22 @@ def _read_hf(spec: HFSplitConfig) -> list[tuple[dict | None, str]]:
     return [(r, f"{spec.dataset}[{split}]:row {i}") for i, r in enumerate(ds.select_columns(wanted).to_list())]
 
 
-def extract_row(record: dict | None, columns: ColumnsConfig) -> tuple[dict | None, str | None]:
+def extract_row(record: dict | None, columns: ColumnsConfig, max_problem_chars: int = 20_000,
+                max_answer_chars: int = 500) -> tuple[dict | None, str | None]:
     """``({"problem", "answer", "source_id"}, None)`` for a good record, ``(None, reason)`` for a
     bad one (reasons: ``BAD_REASONS``). The answer column wins; where it is absent or empty the
-    last ``\\boxed{}`` of the solution column is the answer."""
+    last ``\\boxed{}`` of the solution column is the answer. A number that is not finite (JSON's
+    ``NaN``, ``Infinity``) is no answer; a problem or answer longer than its cap is ``too_long``
+    (every grade against a megabyte answer would time out)."""
     if record is None:
         return None, "unreadable"
     problem = record.get(columns.problem)
     if not isinstance(problem, str) or not clean_text(problem):
         return None, "missing_problem"
-    answer = _text(record.get(columns.answer)) if columns.answer else ""
+    raw_answer = record.get(columns.answer) if columns.answer else None
+    if isinstance(raw_answer, float) and not math.isfinite(raw_answer):
+        return None, "unparseable_answer"
+    answer = _text(raw_answer) if columns.answer else ""
     if not answer and columns.solution:
         solution = _text(record.get(columns.solution))
         answer = last_boxed(solution) or ""
@@ -98,6 +105,8 @@ def extract_row(record: dict | None, columns: ColumnsConfig) -> tuple[dict | Non
         return None, "missing_answer"
     if not braces_balanced(answer):
         return None, "unparseable_answer"
+    if len(clean_text(problem)) > max_problem_chars or len(answer) > max_answer_chars:
+        return None, "too_long"
     source_id = _text(record.get(columns.id)) if columns.id else ""
     return {"problem": clean_text(problem), "answer": answer, "source_id": source_id}, None
 
@@ -123,7 +132,7 @@ def build_text_rows(cfg: BuildDatasetConfig, template: MathTemplate,
         good[split] = []
         columns = source.columns_for(split)
         for row, (record, where) in enumerate(records):
-            item, reason = extract_row(record, columns)
+            item, reason = extract_row(record, columns, cfg.max_problem_chars, cfg.max_answer_chars)
             if item is None:
                 bad.append({"split": split, "row": row, "where": where, "reason": reason})
             else:

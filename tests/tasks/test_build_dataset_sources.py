@@ -57,7 +57,7 @@ def test_files_source_cleans_dedupes_and_decontaminates(tmp_path):
     assert c["rows_read"] == {"train": 35, "val": 0, "test": 13}
     assert c["bad"]["count"] == 5 and c["bad"]["share"] == pytest.approx(5 / 48)
     assert c["bad"]["by_reason"] == {"unreadable": 1, "missing_problem": 1, "missing_answer": 2,
-                                     "unparseable_answer": 1}
+                                     "unparseable_answer": 1, "too_long": 0}
     assert [(b["split"], b["where"].rsplit("/", 1)[1], b["reason"]) for b in c["bad"]["rows"]] == [
         ("train", "train.jsonl:21", "unreadable"), ("train", "train.jsonl:33", "missing_answer"),
         ("train", "train.jsonl:34", "unparseable_answer"), ("train", "train.jsonl:35", "missing_problem"),
@@ -219,3 +219,29 @@ def test_a_folder_named_like_a_source_file_is_a_source_error(tmp_path, monkeypat
     with pytest.raises(SystemExit) as exc:
         build_dataset.main(["--params", str(path)])
     assert exc.value.code == 2 and "x.jsonl: not a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("record, reason", [
+    ({"problem": "p", "answer": float("nan")}, "unparseable_answer"),  # JSON NaN: not the answer "nan"
+    ({"problem": "p", "answer": float("inf")}, "unparseable_answer"),
+    ({"problem": "p", "answer": "1" * 501}, "too_long"),
+    ({"problem": "x" * 20_001, "answer": "3"}, "too_long"),
+])
+def test_rows_no_answer_can_match_are_counted_bad(record, reason):
+    from mrt_lib.config import ColumnsConfig
+    from mrt_lib.data.text_sources import extract_row
+
+    assert extract_row(record, ColumnsConfig(problem="problem", answer="answer")) == (None, reason)
+    assert extract_row({"problem": "p", "answer": 3.5}, ColumnsConfig(problem="problem", answer="answer"))[0][
+        "answer"] == "3.5"
+
+
+def test_nan_answers_in_a_jsonl_source_are_bad_rows_not_references(tmp_path):
+    src = tmp_path / "train_nan.jsonl"
+    src.write_bytes((FIXTURES / "train.jsonl").read_bytes().rstrip(b"\n")
+                    + b'\n{"problem": "What is 0/0?", "answer": NaN}\n{"problem": "Big?", "answer": Infinity}\n')
+    params, _ = math_params(tmp_path, files_source(train=(str(src),)))
+    meta = run_build_dataset(params, Paths(tmp_path / "out"))
+    assert meta["cleaning"]["bad"]["by_reason"]["unparseable_answer"] == 1 + 2
+    answers = {r["answer"] for split in SPLITS for r in load_split(Paths(tmp_path / "out"), split)}
+    assert not answers & {"nan", "inf", "NaN", "Infinity"}
