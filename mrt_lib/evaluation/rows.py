@@ -10,9 +10,7 @@ import numpy as np
 from mrt_core.envs.base import Role
 from mrt_core.envs.code_search import play
 from mrt_core.metrics import accuracy, bootstrap_ci, seed_interval
-from mrt_lib.generation.rollouts import Rollout
-
-ROLE_CHAR = {"prompt": "p", "gen": "g", "env": "e", "forced": "f"}
+from mrt_lib.generation.rollouts import ROLE_CHAR, Rollout
 
 
 def state_count(r: Rollout, name: str) -> float:

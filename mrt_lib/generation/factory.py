@@ -28,18 +28,18 @@ def _vllm(model_path: str, **options: Any) -> GenerationBackend:
     return VLLMBackend(model_path, **options)
 
 
-# backend name -> (the module it needs, how to make it)
-BACKENDS: dict[str, tuple[str | None, Callable[..., GenerationBackend]]] = {"hf": (None, _hf), "vllm": ("vllm", _vllm)}
-HINTS = {"vllm": VLLM_HINT}
+# backend name -> (the module it needs, how to install it, how to make it)
+BACKENDS: dict[str, tuple[str | None, str, Callable[..., GenerationBackend]]] = {
+    "hf": (None, "", _hf), "vllm": ("vllm", VLLM_HINT, _vllm)}
 
 
 def require_backend(name: str) -> None:
     """Raise ``BackendUnavailable`` when backend ``name`` cannot run on this machine."""
     if name not in BACKENDS:
         raise BackendUnavailable(f"unknown generation backend {name!r}: use one of {', '.join(BACKENDS)}")
-    needs = BACKENDS[name][0]
+    needs, hint, _ = BACKENDS[name]
     if needs is not None and importlib.util.find_spec(needs) is None:
-        raise BackendUnavailable(HINTS[name])
+        raise BackendUnavailable(hint)
 
 
 def make_backend(name: str, model_path: str, **options: Any) -> GenerationBackend:
@@ -48,7 +48,7 @@ def make_backend(name: str, model_path: str, **options: Any) -> GenerationBacken
     Fails at once with ``BackendUnavailable`` (before any output is written) when ``vllm`` is
     asked for on a machine without it."""
     require_backend(name)
-    return BACKENDS[name][1](model_path, **options)
+    return BACKENDS[name][2](model_path, **options)
 
 
 def build_backend_or_exit(stage: str, gen, model_path, check: Callable | None = None) -> GenerationBackend:

@@ -21,6 +21,9 @@ from mrt_core.envs.base import Environment, Problem, Role
 from mrt_lib.generation.base import GenerationBackend
 from mrt_lib.generation.prefix_tree import ProbeJob, _draw
 
+# one character per token role in stored rollouts (``roles`` strings of the JSONL records)
+ROLE_CHAR = {"prompt": "p", "gen": "g", "env": "e", "forced": "f"}
+
 
 @dataclass
 class Rollout:

@@ -9,10 +9,8 @@ from mrt_core.advantages import GroupedRollouts
 from mrt_core.envs.base import Role
 from mrt_core.regret import progress, zero_progress_share
 from mrt_lib.generation.curves import EpisodeCurve
-from mrt_lib.generation.rollouts import Rollout, RolloutEngine, Start
+from mrt_lib.generation.rollouts import ROLE_CHAR, Rollout, RolloutEngine, Start
 from mrt_lib.rl.prefixes import Prefix
-
-ROLE_CHAR = {"prompt": "p", "gen": "g", "env": "e", "forced": "f"}
 
 
 def token_episodes(r: Rollout, curve: EpisodeCurve) -> list[int]:
