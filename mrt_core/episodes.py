@@ -31,12 +31,16 @@ DEFAULT_REFLECTION_MARKERS: tuple[str, ...] = (
     "But hold on",
     "Hold on",
     "Let me double-check",
+    "But let me double-check",
     "Let me check",
     "Let me verify",
     "Let me reconsider",
     "Actually",
     "However, let me",
+    "Is there another way to think about this?",
 )
+# The authors' splitter ignores a marker 1 or 2 paragraphs after the last episode start.
+AUTHORS_IGNORE_WITHIN = 2
 DEFAULT_BACKTRACK_PATTERNS: tuple[str, ...] = (
     r"[Bb]acktrack to step \d+",
     r"[Bb]acktrack to the beginning",
@@ -139,7 +143,7 @@ def segment(
 def segment_reflection(
     text: str,
     markers: Sequence[str] = DEFAULT_REFLECTION_MARKERS,
-    min_gap: int = 2,
+    ignore_within: int = AUTHORS_IGNORE_WITHIN,
     max_episodes: int | None = None,
     group_size: int = 1,
 ) -> list[Boundary]:
@@ -147,19 +151,21 @@ def segment_reflection(
 
     Paragraphs are separated by blank lines. Paragraph p >= 1 whose stripped start begins with
     one of ``markers`` (case-sensitive, whole word) opens an episode at its first character.
-    Then, in order: keep a boundary only if ``p - p_prev_kept >= min_gap`` (the text start is
-    the boundary of paragraph 0); keep at most ``max_episodes - 1`` boundaries (the tail merges
-    into the last episode); keep every ``group_size``-th boundary (groups of episodes merge).
+    Then, in order: ignore a marker ``1..ignore_within`` paragraphs after the last kept boundary,
+    i.e. keep it only if ``p - p_prev_kept > ignore_within`` (the text start is the boundary of
+    paragraph 0; the authors' rule is ``ignore_within=2``: markers at paragraphs 3 and 5 give one
+    boundary, at 3; 0 keeps every marker); keep at most ``max_episodes - 1`` boundaries (the tail
+    merges into the last episode); keep every ``group_size``-th boundary (groups of episodes merge).
     """
-    if min_gap < 0 or group_size < 1 or (max_episodes is not None and max_episodes < 1):
+    if ignore_within < 0 or group_size < 1 or (max_episodes is not None and max_episodes < 1):
         raise ValueError(
-            f"need min_gap >= 0, group_size >= 1 and max_episodes >= 1 or None; "
-            f"got min_gap={min_gap}, group_size={group_size}, max_episodes={max_episodes}"
+            f"need ignore_within >= 0, group_size >= 1 and max_episodes >= 1 or None; "
+            f"got ignore_within={ignore_within}, group_size={group_size}, max_episodes={max_episodes}"
         )
     found = _marked_paragraphs(text, _marker_regex(markers))
     kept, prev = [], 0
     for p, boundary in found:
-        if p - prev >= min_gap:
+        if p - prev > ignore_within:
             kept.append(boundary)
             prev = p
     if max_episodes is not None:

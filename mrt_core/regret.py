@@ -4,6 +4,9 @@ Notation for one rollout with k episodes:
     J[j]  = J(mu | c_j), j = 0..k        (J[0]: prompt only; J[k]: the whole trace)
     T[j]  = counted tokens before episode j, T[0] = 0, T[k] = trace length
     p(t)  = piecewise linear through (T[j], J[j]), held at J[k] for t > T[k]
+An episode with no counted tokens (T[j] == T[j+1]) is a jump: p runs into T[j] along the segment
+before it and leaves it along the one after (np.interp picks one value at a repeated point, and
+the area would take it for a whole segment).
 """
 
 from __future__ import annotations
@@ -49,13 +52,22 @@ def _check_curve(tokens: np.ndarray, j_values: np.ndarray) -> tuple[np.ndarray, 
     return t, j
 
 
+def _line_value(t: np.ndarray, j: np.ndarray, i: int, x: float) -> float:
+    """p(x) on segment i, the line from (T[i], J[i]) to (T[i+1], J[i+1]); J[k] past the end."""
+    if i >= t.size - 1 or t[i + 1] <= t[i]:
+        return float(j[min(i, t.size - 1)])
+    return float(j[i] + (j[i + 1] - j[i]) * (x - t[i]) / (t[i + 1] - t[i]))
+
+
 def area_under_curve(tokens: np.ndarray, j_values: np.ndarray, budget: float) -> float:
     """``integral_0^C p(t) dt`` (the area in METHOD.md (6)): p piecewise linear through (T[j], J[j]),
-    held after T[k]. Shapes (k+1,), (k+1,) -> scalar."""
+    held after T[k]; a zero-token episode is a jump, not a segment. Shapes (k+1,), (k+1,) -> scalar."""
     t, j = _check_curve(tokens, j_values)
-    grid = np.concatenate([t[t < budget], [budget]])
-    values = np.interp(grid, t, j)  # np.interp holds the last value past the end
-    return float(np.trapezoid(values, grid))
+    inside = t < budget
+    last = int(np.count_nonzero(inside)) - 1  # the last knot before the budget (T[0] = 0 < C)
+    grid = np.append(t[inside], budget)
+    values = np.append(j[inside], _line_value(t, j, last, budget))  # C approached from the left
+    return float(np.trapezoid(values, grid))  # repeated knots add zero-width trapezoids
 
 
 def normalized_regret(tokens: np.ndarray, j_values: np.ndarray, budget: float) -> float:
@@ -104,7 +116,7 @@ def votes_envelope_area(tokens: np.ndarray, j_values: np.ndarray, maj: np.ndarra
         cuts = sorted({a, b} | {a + (m - 1) * vote_tokens for m in VOTE_COUNTS if a < a + (m - 1) * vote_tokens < b})
         for x0, x1 in zip(cuts, cuts[1:]):
             votes = max(v for k, v in enumerate(maj[i]) if a + (VOTE_COUNTS[k] - 1) * vote_tokens <= x0)
-            y0, y1 = (np.interp([x0, x1], t, j) if i < t.size - 1 else (j[-1], j[-1]))
+            y0, y1 = _line_value(t, j, i, x0), _line_value(t, j, i, x1)
             area += _max_const_linear_area(votes, x0, x1, float(y0), float(y1))
     return area
 

@@ -123,7 +123,7 @@ class MathEnv:
         if t.style == "backtrack":
             return segment_backtrack(text, (t.backtrack_regex(),))
         markers = DEFAULT_REFLECTION_MARKERS if t.reflection_markers is None else t.reflection_markers
-        return segment_reflection(text, markers, t.min_gap, t.max_episodes, t.group_size)
+        return segment_reflection(text, markers, t.ignore_within, t.max_episodes, t.group_size)
 
     def episodes(self, text: str, token_offsets=None) -> tuple[Episode, ...]:
         """The episodes ``z_0..z_{k-1}`` of an output; ``token_offsets`` as in

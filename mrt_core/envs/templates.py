@@ -41,7 +41,7 @@ class MathTemplate:
     continuation_text: str = "\n\nWait"  # budget forcing: appended when an early stop is overridden
     answer_pattern: str | None = None  # regex for the answer; None = the last \boxed{...}
     reflection_markers: tuple[str, ...] | None = None  # r1_think episode starts; None: episodes' defaults
-    min_gap: int = 2  # paragraphs between kept reflection boundaries (segment_reflection)
+    ignore_within: int = 2  # a marker this many paragraphs after the last episode start is ignored (authors: 2)
     max_episodes: int | None = None
     group_size: int = 1
     step_text: str = "Step {n}:"  # backtrack style: how a step starts
@@ -67,8 +67,8 @@ class MathTemplate:
         for name in ("step_text", "backtrack_text"):
             if getattr(self, name).count(STEP_FIELD) != 1:
                 problems.append(f"{name} must contain {STEP_FIELD} exactly once")
-        if self.min_gap < 0 or self.group_size < 1 or (self.max_episodes is not None and self.max_episodes < 1):
-            problems.append("need min_gap >= 0, group_size >= 1, max_episodes >= 1 or None")
+        if self.ignore_within < 0 or self.group_size < 1 or (self.max_episodes is not None and self.max_episodes < 1):
+            problems.append("need ignore_within >= 0, group_size >= 1, max_episodes >= 1 or None")
         if self.max_answer_tokens < 1:
             problems.append("max_answer_tokens must be >= 1")
         if problems:

@@ -133,12 +133,22 @@ class TemplateConfig(Section):
     reflection_markers: list[str] | None = Field(
         None, description="r1_think: a paragraph opening with one starts an episode; null: the built-in list "
         "(mrt_core.episodes.DEFAULT_REFLECTION_MARKERS)")
-    min_gap: int = Field(2, ge=0, description="r1_think: paragraphs between kept episode starts")
+    ignore_within: int = Field(2, ge=0, description="r1_think: a marker 1..ignore_within paragraphs after the "
+                               "last episode start is ignored (the authors' splitter: 2; 0 keeps every marker)")
     max_episodes: int | None = Field(None, ge=1, description="r1_think: merge the tail past this many episodes")
     group_size: int = Field(1, ge=1, description="r1_think: merge every group_size episodes into one")
     step_text: str = Field(MathTemplate.step_text, description="backtrack: how a step starts; {n} = its number")
     backtrack_text: str = Field(MathTemplate.backtrack_text, description="backtrack: starts an episode; {n} = step")
     max_answer_tokens: int = Field(MathTemplate.max_answer_tokens, ge=1, description="longest forced answer")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _min_gap_was_renamed(cls, raw):
+        if isinstance(raw, dict) and "min_gap" in raw:
+            raise ValueError("min_gap: renamed ignore_within, with the authors' meaning (a marker 1..ignore_within "
+                             "paragraphs after the last episode start is ignored); min_gap: g is ignore_within: g - 1, "
+                             "and the authors' rule is ignore_within: 2")
+        return raw
 
     @model_validator(mode="after")
     def _valid_template(self) -> "TemplateConfig":

@@ -167,16 +167,34 @@ def starts(*ps: int) -> list[int]:
     return [REFLECTION.index(PARAGRAPHS[p]) for p in ps]
 
 
-def test_reflection_min_gap_counts_from_the_last_kept_boundary():
-    # min_gap=2: p1 (1 - 0 < 2) dropped, p3 (3 - 0) kept, p4 (4 - 3 < 2) dropped, p6 (6 - 3) kept
+def test_reflection_ignores_markers_within_two_paragraphs_of_the_last_kept_start():
+    # ignore_within=2 (the authors' rule, the default): p1 (1 - 0 <= 2) dropped, p3 (3 - 0) kept,
+    # p4 (4 - 3) dropped, p6 (6 - 3 = 3 > 2) kept
     b = segment_reflection(REFLECTION)
     assert [x.char for x in b] == starts(3, 6)
     assert [x.marker for x in b] == ["Alternatively", "Actually"]
-    # min_gap=1 keeps every marked paragraph; the longest marker is recorded ("But wait", not "Wait")
-    b1 = segment_reflection(REFLECTION, min_gap=1)
+    # ignore_within=0 keeps every marked paragraph; the longest marker is recorded ("But wait", not "Wait")
+    b1 = segment_reflection(REFLECTION, ignore_within=0)
     assert b1 == [Boundary(c, m) for c, m in zip(starts(1, 3, 4, 6), ["Wait", "Alternatively", "But wait", "Actually"])]
-    # a dropped boundary does not reset the gap: markers at p1 and p2 -> p1 dropped, p2 (2 - 0) kept
-    assert segment_reflection("a\n\nWait b\n\nWait c") == [Boundary(len("a\n\nWait b\n\n"), "Wait")]
+    # a dropped boundary does not reset the gap: markers at p1, p2, p3 -> p1, p2 dropped, p3 (3 - 0) kept
+    text = "a\n\nWait b\n\nWait c\n\nWait d"
+    assert segment_reflection(text) == [Boundary(text.index("Wait d"), "Wait")]
+
+
+def test_reflection_gap_follows_the_authors_splitter():
+    # markers at paragraphs 3 and 5: the authors' code opens one episode (at 3); 5 - 3 = 2 is ignored
+    paras = ["p0", "p1", "p2", "Wait, p3", "p4", "Wait, p5"]
+    text = "\n\n".join(paras)
+    assert [b.char for b in segment_reflection(text)] == [text.index("Wait, p3")]
+    # the earlier rule of this project ("p - prev >= 2") stays reachable: ignore_within=1 gives [3, 5]
+    assert [b.char for b in segment_reflection(text, ignore_within=1)] == [text.index("Wait, p3"),
+                                                                          text.index("Wait, p5")]
+
+
+def test_reflection_default_markers_include_the_authors_phrases():
+    for phrase in ("But let me double-check", "Is there another way to think about this?"):
+        text = f"a\n\nb\n\nc\n\n{phrase} Yes."
+        assert segment_reflection(text) == [Boundary(text.index(phrase), phrase)]
 
 
 def test_reflection_episode_starts_at_the_paragraph_start():
@@ -185,28 +203,28 @@ def test_reflection_episode_starts_at_the_paragraph_start():
 
 
 def test_reflection_cap_merges_the_tail_into_the_last_episode():
-    # min_gap=1 gives 4 boundaries (5 episodes); max_episodes=3 keeps the first 2 boundaries
-    b = segment_reflection(REFLECTION, min_gap=1, max_episodes=3)
+    # ignore_within=0 gives 4 boundaries (5 episodes); max_episodes=3 keeps the first 2 boundaries
+    b = segment_reflection(REFLECTION, ignore_within=0, max_episodes=3)
     assert [x.char for x in b] == starts(1, 3)
     assert split(REFLECTION, b)[-1] == "\n\n".join(PARAGRAPHS[3:])
-    assert segment_reflection(REFLECTION, min_gap=1, max_episodes=1) == []
-    assert len(segment_reflection(REFLECTION, min_gap=1, max_episodes=9)) == 4  # under the cap: unchanged
+    assert segment_reflection(REFLECTION, ignore_within=0, max_episodes=1) == []
+    assert len(segment_reflection(REFLECTION, ignore_within=0, max_episodes=9)) == 4  # under the cap: unchanged
 
 
 def test_reflection_grouping_keeps_every_group_size_th_boundary():
     # boundaries at p1 p3 p4 p6 open episodes 1..4; groups of 2 -> episodes {0,1} {2,3} {4}
-    assert [x.char for x in segment_reflection(REFLECTION, min_gap=1, group_size=2)] == starts(3, 6)
-    assert [x.char for x in segment_reflection(REFLECTION, min_gap=1, group_size=3)] == starts(4)
+    assert [x.char for x in segment_reflection(REFLECTION, ignore_within=0, group_size=2)] == starts(3, 6)
+    assert [x.char for x in segment_reflection(REFLECTION, ignore_within=0, group_size=3)] == starts(4)
     # cap first, then group: 3 boundaries p1 p3 p4 in groups of 2 -> p3
-    assert [x.char for x in segment_reflection(REFLECTION, min_gap=1, max_episodes=4, group_size=2)] == starts(3)
+    assert [x.char for x in segment_reflection(REFLECTION, ignore_within=0, max_episodes=4, group_size=2)] == starts(3)
 
 
 def test_reflection_markers_are_case_sensitive_whole_words_at_paragraph_starts():
     text = "a\n\nwait, lower\n\nWaiting is not a marker\n\nSo. Wait inside\n\n\n\n  Wait, spaced\n\n"
-    b = segment_reflection(text, min_gap=1)
+    b = segment_reflection(text, ignore_within=0)
     assert b == [Boundary(text.index("  Wait, spaced"), "Wait")]  # "\n\n\n\n" is one break
-    assert segment_reflection("Wait at the very start\n\nplain", min_gap=0) == []
-    assert segment_reflection("x\n\nCheck: y", markers=("Check:",), min_gap=1) == [Boundary(3, "Check:")]
+    assert segment_reflection("Wait at the very start\n\nplain", ignore_within=0) == []
+    assert segment_reflection("x\n\nCheck: y", markers=("Check:",), ignore_within=0) == [Boundary(3, "Check:")]
     with pytest.raises(ValueError):
         segment_reflection(text, group_size=0)
     with pytest.raises(ValueError):
@@ -292,9 +310,9 @@ paragraphs = st.builds("{} {}".format, st.sampled_from(OPENERS), st.text(alphabe
     st.one_of(st.none(), st.integers(1, 5)),
     st.integers(1, 3),
 )
-def test_reflection_segmentation_joins_back(paras, breaks, min_gap, max_episodes, group_size):
+def test_reflection_segmentation_joins_back(paras, breaks, ignore_within, max_episodes, group_size):
     text = "".join(p + br for p, br in zip(paras, breaks))
-    b = segment_reflection(text, min_gap=min_gap, max_episodes=max_episodes, group_size=group_size)
+    b = segment_reflection(text, ignore_within=ignore_within, max_episodes=max_episodes, group_size=group_size)
     trace = segment("", text, None, b)
     assert_tiles(trace)
     if max_episodes is not None:

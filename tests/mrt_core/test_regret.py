@@ -73,6 +73,21 @@ def test_votes_envelope_regret_hand_values():
     assert votes_normalized_regret(tokens, j, maj, 1.0, 6) == pytest.approx(0.35 / 3.15)
 
 
+def test_an_episode_with_no_counted_tokens_is_a_jump():
+    # T = [0, 10, 10, 20], J = [0, 0.2, 0.6, 0.6]: the second episode counts no tokens, so p rises
+    # 0 -> 0.2 over [0, 10], jumps to 0.6 at 10 and stays. Area to 20: 10 * 0.1 + 10 * 0.6 = 7.
+    # (np.interp takes 0.6 at t = 10 for the first segment too: area 9, regret 0.55.)
+    tokens, j = np.array([0, 10, 10, 20]), np.array([0, 0.2, 0.6, 0.6])
+    assert area_under_curve(tokens, j, 20) == pytest.approx(7.0)
+    assert normalized_regret(tokens, j, 20) == pytest.approx(0.65)
+    assert normalized_regret(tokens, j, 10) == pytest.approx(1 - 1.0 / 10)  # the budget ends at the jump
+    assert normalized_regret(tokens, j, 30) == pytest.approx(1 - 13.0 / 30)  # held at 0.6 after the trace
+    # votes that never help: the envelope is the trace's own curve, 0.6 + 1.6 = 2.2 over [0, 4]
+    t2, j2 = np.array([0, 2, 2, 4]), np.array([0.2, 0.4, 0.8, 0.8])
+    assert votes_envelope_area(t2, j2, np.zeros((4, 4)), 1.0, 4) == pytest.approx(2.2)
+    assert votes_normalized_regret(t2, j2, np.zeros((4, 4)), 1.0, 4) == pytest.approx(0.0)
+
+
 def test_votes_regret_is_zero_when_votes_never_help():
     tokens, j = np.array([0, 4]), np.array([0.2, 0.6])
     maj = np.array([[0.2, 0.2, 0.2, 0.2], [0.6, 0.6, 0.6, 0.6]])

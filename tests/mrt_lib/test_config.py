@@ -172,3 +172,8 @@ def test_a_profile_replaces_a_source_of_another_kind_whole(tmp_path):
     profile.write_text("inherit: base.yaml\nbuild_dataset:\n  source: {kind: files, files: {train: [t.jsonl]}}\n")
     merged = read_params_file(profile)["build_dataset"]
     assert merged == {"seed": 1, "source": {"kind": "files", "files": {"train": ["t.jsonl"]}}}
+
+
+def test_the_old_episode_gap_key_says_what_replaced_it(tmp_path, monkeypatch, capsys):
+    path = write_params(tmp_path, template={"min_gap": 3})
+    assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "template.min_gap", "ignore_within: g - 1")

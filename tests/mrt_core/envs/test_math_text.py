@@ -77,14 +77,14 @@ def test_grade_uses_the_injected_grader():
 
 def test_r1_episodes_start_at_reflection_paragraphs():
     text = "First try: x=2.\n\nSo y=4.\n\nWait, check: x=3.\n\nAlternatively, y=9.\n\nHmm.\n\nWait no."
-    env = MathEnv(MathTemplate(min_gap=1), ExactGrader())
+    env = MathEnv(MathTemplate(ignore_within=0), ExactGrader())
     eps = env.episodes(text)
     starts = [text[e.char_start:e.char_start + 6] for e in eps]
     assert starts == ["First ", "Wait, ", "Altern", "Wait n"]
     assert [e.marker for e in eps] == [None, "Wait", "Alternatively", "Wait"]
     assert "".join(text[e.char_start:e.char_end] for e in eps) == text
-    # min_gap=2 (the default) keeps a boundary only two paragraphs after the previous one
-    assert [e.marker for e in MathEnv(R1, ExactGrader()).episodes(text)] == [None, "Wait", "Wait"]
+    # ignore_within=2 (the authors' rule, the default): a marker 1 or 2 paragraphs after the last start is ignored
+    assert [e.marker for e in MathEnv(R1, ExactGrader()).episodes(text)] == [None, "Alternatively"]  # p3; p2, p5 ignored
 
 
 def test_backtrack_episodes_start_at_the_marker():
@@ -97,7 +97,7 @@ def test_backtrack_episodes_start_at_the_marker():
 def test_episodes_follow_token_offsets():
     text = "ab\n\nWait c"
     offsets = [(0, 2), (2, 4), (4, 9), (9, 10)]  # "ab", "\n\n", "Wait ", "c"
-    eps = MathEnv(MathTemplate(min_gap=1), ExactGrader()).episodes(text, offsets)
+    eps = MathEnv(MathTemplate(ignore_within=0), ExactGrader()).episodes(text, offsets)
     assert [(e.tok_start, e.tok_end) for e in eps] == [(0, 2), (2, 4)]
 
 
