@@ -54,8 +54,13 @@ def read_params_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str,
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save the params file as UTF-8") from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # named file:line (the marks name the file, not "<unicode string>")
+        mark = getattr(exc, "problem_mark", None)
+        for m in (getattr(exc, "context_mark", None), mark):
+            if m is not None:
+                m.name = str(path)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
     except ValueError as exc:  # e.g. an integer past Python's digit limit
         raise ConfigError(f"{path}: a value cannot be read: {exc}") from None
     if raw is None:
@@ -118,6 +123,9 @@ def _allowed_keys(loc: tuple) -> list[str]:
     model: type[BaseModel] = Params
     parts = list(loc)
     while parts:
+        if isinstance(parts[0], int):  # an item of a list of sections (rl.rounds.0)
+            parts.pop(0)
+            continue
         field = model.model_fields.get(str(parts.pop(0)))
         members = _model_members(field.annotation) if field is not None else []
         if len(members) > 1 and parts:
@@ -134,6 +142,8 @@ def _model_members(annotation) -> list[type[BaseModel]]:
     """The BaseModel classes an annotation names (itself, or the members of a union)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
+    if typing.get_origin(annotation) is list:
+        return _model_members(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) in (Union, types.UnionType):
         return [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
     return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mrt_lib.config.sections import Section
 from mrt_lib.rl.arms import REGISTRY as ARM_REGISTRY
@@ -82,7 +82,12 @@ class RlConfig(Section):
             if bad:
                 raise ValueError(f"rl.overrides.{arm}: {bad} cannot differ between arms (matched compute); "
                                  f"tunable per arm: {', '.join(sorted(TUNABLE))}")
-            self.for_arm(arm)  # the merged settings must validate too
+            try:  # the merged settings must validate too, named as rl.overrides.<arm> (not rl.<key>)
+                self.for_arm(arm)
+            except ValidationError as exc:
+                problems = "; ".join((f"{'.'.join(map(str, e['loc']))}={e['input']!r}: " if e['loc'] else "")
+                                     + e['msg'].removeprefix('Value error, ') for e in exc.errors())
+                raise ValueError(f"rl.overrides.{arm}: {problems}") from None
         return self
 
     def for_arm(self, arm: str) -> "RlConfig":

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import random
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -48,13 +49,27 @@ def _read_file(path: Path) -> list[tuple[dict | None, str]]:
     for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
         try:  # a line that is not UTF-8 is one bad row (counted with its file and line), not a crash
             line = raw.decode("utf-8")
-            record = json.loads(line) if line.strip() else ...
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = json.loads(line, object_pairs_hook=_unique_keys) if line.strip() else ...
+            json.dumps(record, ensure_ascii=False).encode("utf-8")  # a lone surrogate (\ud800) is no text
+        except ValueError:  # not JSON, a key given twice, an integer past Python's digit limit, not Unicode
             record = None
         if record is ...:
             continue
         out.append((record if isinstance(record, dict) else None, f"{path}:{n}"))
     return out
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose key is given twice is ambiguous (JSON's last-wins would pick one)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a key given twice")
+    return out
+
+
+def _visible(text: str) -> bool:
+    """Some character that is not whitespace, a control, format (zero-width, bidi) or unassigned one."""
+    return any(not c.isspace() and unicodedata.category(c)[0] not in "CZ" for c in text)
 
 
 def _read_hf(spec: HFSplitConfig) -> list[tuple[dict | None, str]]:
@@ -89,7 +104,7 @@ def extract_row(record: dict | None, columns: ColumnsConfig, max_problem_chars: 
     if record is None:
         return None, "unreadable"
     problem = record.get(columns.problem)
-    if not isinstance(problem, str) or not clean_text(problem):
+    if not isinstance(problem, str) or not _visible(problem):
         return None, "missing_problem"
     raw_answer = record.get(columns.answer) if columns.answer else None
     if isinstance(raw_answer, float) and not math.isfinite(raw_answer):
@@ -101,7 +116,7 @@ def extract_row(record: dict | None, columns: ColumnsConfig, max_problem_chars: 
         if not answer and "\\boxed" in solution:
             return None, "unparseable_answer"  # a box that never closes
     answer = clean_answer(answer) if answer else ""
-    if not answer:
+    if not _visible(answer):
         return None, "missing_answer"
     if not braces_balanced(answer):
         return None, "unparseable_answer"

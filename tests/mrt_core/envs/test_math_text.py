@@ -83,8 +83,8 @@ def test_r1_episodes_start_at_reflection_paragraphs():
     assert starts == ["First ", "Wait, ", "Altern", "Wait n"]
     assert [e.marker for e in eps] == [None, "Wait", "Alternatively", "Wait"]
     assert "".join(text[e.char_start:e.char_end] for e in eps) == text
-    # ignore_within=2 (the authors' rule, the default): a marker 1 or 2 paragraphs after the last start is ignored
-    assert [e.marker for e in MathEnv(R1, ExactGrader()).episodes(text)] == [None, "Alternatively"]  # p3; p2, p5 ignored
+    # ignore_within=2 (the authors' rule, the default): p3 kept, p2 and p5 (1-2 paragraphs after a start) ignored
+    assert [e.marker for e in MathEnv(R1, ExactGrader()).episodes(text)] == [None, "Alternatively"]
 
 
 def test_backtrack_episodes_start_at_the_marker():
