@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,6 +94,17 @@ class Paths:
     @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+
+@contextmanager
+def exit_on(errors: type[Exception] | tuple[type[Exception], ...], stage: str, code: int) -> Iterator[None]:
+    """At a stage's entry point: an expected failure becomes one line on stderr naming the stage,
+    and exit status ``code`` (2: bad input, 1: the run failed), instead of a traceback."""
+    try:
+        yield
+    except errors as exc:
+        print(f"{stage}: {exc}", file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 @contextmanager

@@ -23,13 +23,24 @@ that evaluates only code made of sympy's number and symbol constructors and lite
 refuses anything else (a test feeds it injected code). A missing or empty answer is wrong (even against a missing
 reference), an answer longer than ``max_answer_chars`` is wrong, and any exception, worker
 crash or timeout is wrong and counted in ``stats()``; ``grade`` never raises.
+
+Time limits under load: the limit is wall-clock, and a loaded machine can make a correct pair
+overrun it. A pair that times out is therefore retried once, on a fresh worker, at twice the
+limit; only a second timeout makes it wrong (outcome ``timeout``). The stages report the counts
+and fail past ``grader.max_timeout_share`` (``check_timeouts``): a share that high means the
+limit is too small for the machine, and the accuracies would measure the machine, not the model.
+Where the platform allows, each pair also runs under a CPU-time limit (``RLIMIT_CPU``, a whole
+number of seconds just above its wall-clock limit), so a worker the parent failed to stop still
+dies; such a death counts as a timeout too.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +54,28 @@ from typing import Iterable, Sequence
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # where `tasks` is importable from, for the worker
 # Counted in stats(): every pair lands in exactly one outcome.
 OUTCOMES = ("missing", "too_long", "exact_match", "verified", "rejected", "timeout", "error")
+GRADED_BY_WORKER = ("verified", "rejected", "timeout", "error")  # the pairs a time limit applies to
+
+
+class GradingError(RuntimeError):
+    """Too many answers timed out for the accuracies to mean anything."""
+
+
+def timeout_share(stats: dict) -> float:
+    """Share of the pairs sent to a worker that timed out twice (0 when none was sent)."""
+    sent = sum(stats.get(k, 0) for k in GRADED_BY_WORKER)
+    return stats.get("timeout", 0) / sent if sent else 0.0
+
+
+def check_timeouts(stats: dict, max_share: float, timeout_s: float) -> None:
+    """Raise ``GradingError`` when more than ``max_share`` of the graded pairs timed out."""
+    share = timeout_share(stats)
+    if share > max_share:
+        raise GradingError(
+            f"{stats['timeout']} of {sum(stats.get(k, 0) for k in GRADED_BY_WORKER)} graded answers ({share:.1%}) "
+            f"timed out even when retried at twice grader.timeout_s={timeout_s:g} s, above "
+            f"grader.max_timeout_share={max_share:g}: the machine is too loaded or the limit too small for the "
+            f"accuracies to mean anything; raise grader.timeout_s (or grader.workers on more cores) and re-run")
 
 
 @dataclass(frozen=True)
@@ -96,8 +129,9 @@ def install_eval_guard() -> None:
 
 
 def _serve(receive, send, options: VerifyOptions) -> None:
-    """Worker loop: receive a list of pairs, send ``(index, verdict, error)`` per pair as soon as
-    it is known (so the parent can time each pair and resend the rest after a kill)."""
+    """Worker loop: receive a list of ``(answer, reference, cpu_limit_s)``, send ``(index,
+    verdict, error)`` per pair as soon as it is known (so the parent can time each pair and
+    resend the rest after a kill)."""
     send.send(("ready", None, None))
     while True:
         try:
@@ -106,7 +140,8 @@ def _serve(receive, send, options: VerifyOptions) -> None:
             return
         if batch is None:
             return
-        for i, (answer, reference) in enumerate(batch):
+        for i, (answer, reference, cpu_limit_s) in enumerate(batch):
+            _limit_cpu(cpu_limit_s)
             try:
                 send.send((i, verify_pair(answer, reference, options), None))
             except Exception as exc:  # noqa: BLE001 - any failure is a wrong answer, reported
@@ -132,20 +167,36 @@ def worker_main(read_fd: int, write_fd: int, float_rounding: int, strict: bool, 
     _serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False), options)
 
 
-def _limit_worker(memory_limit_mb: int) -> None:
-    """Best effort, Linux: die with the parent (a worker stuck in a huge computation must not
-    outlive a killed stage) and cap the address space (a huge integer raises MemoryError,
-    a wrong answer, instead of taking the machine's memory before the time limit)."""
+def _limit_cpu(seconds: int) -> None:
+    """Best effort (POSIX): let this pair use at most ``seconds`` more CPU seconds; past them the
+    kernel sends SIGXCPU, which ends the worker (the parent counts a timeout)."""
     try:
-        import ctypes
         import resource
-        import signal
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        soft = math.ceil(used.ru_utime + used.ru_stime) + seconds
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    except (OSError, ValueError, ImportError):
+        pass
+
+
+def _limit_worker(memory_limit_mb: int) -> None:
+    """Best effort (POSIX): cap the address space (a huge integer raises MemoryError, a wrong
+    answer, instead of taking the machine's memory before the time limit).
+
+    A worker does not outlive a killed stage: idle, it reads end-of-file on its pipe and exits;
+    busy, its per-pair CPU limit ends it. (Not PR_SET_PDEATHSIG: that signal follows the *thread*
+    that started the worker, and a replacement started from a caller's thread died with it.)"""
+    try:
+        import resource
+
         if memory_limit_mb > 0:
             limit = memory_limit_mb * 2**20
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (OSError, AttributeError, ValueError, ImportError):
+    except (OSError, ValueError, ImportError):
         pass
 
 
@@ -223,12 +274,13 @@ class MathGrader:
 
     def __init__(self, timeout_s: float = 2.0, workers: int = 1, max_answer_chars: int = 512,
                  options: VerifyOptions = VerifyOptions(), start_timeout_s: float = 60.0,
-                 memory_limit_mb: int = 4096):
+                 memory_limit_mb: int = 4096, cpu_limit_s: float | None = None):
         if timeout_s <= 0 or workers < 1 or max_answer_chars < 1:
             raise ValueError(f"need timeout_s > 0, workers >= 1, max_answer_chars >= 1; got timeout_s={timeout_s}, "
                              f"workers={workers}, max_answer_chars={max_answer_chars}")
         self.timeout_s, self.max_answer_chars, self.options = timeout_s, max_answer_chars, options
         self.start_timeout_s, self.memory_limit_mb = start_timeout_s, memory_limit_mb
+        self.cpu_limit_s = cpu_limit_s  # None: just above the wall-clock limit (see _cpu_limit)
         self._idle: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
@@ -276,9 +328,12 @@ class MathGrader:
 
     # --- bookkeeping ------------------------------------------------------------------------
     def stats(self) -> dict:
-        """Counts per outcome (see ``OUTCOMES``), worker restarts, and the first error messages."""
+        """Counts per outcome (see ``OUTCOMES``; each pair has exactly one), pairs retried at twice
+        the limit after a first timeout (``retried``), worker restarts, and the first error
+        messages."""
         with self._lock:
-            return {k: self._counts.get(k, 0) for k in (*OUTCOMES, "restarts")} | {"errors_seen": list(self._errors)}
+            counts = {k: self._counts.get(k, 0) for k in (*OUTCOMES, "retried", "restarts")}
+            return counts | {"errors_seen": list(self._errors)}
 
     def close(self) -> None:
         """Stop every worker (idempotent)."""
@@ -349,50 +404,73 @@ class MathGrader:
             if worker in self._all:
                 self._all.remove(worker)
 
+    def _cpu_limit(self, wall_s: float) -> int:
+        """Whole CPU seconds a pair with wall-clock limit ``wall_s`` may use: by default one more
+        than the limit, so the parent's clock decides first whenever it can; ``cpu_limit_s``
+        (scaled like the wall-clock limit on a retry) where the CPU limit should decide."""
+        if self.cpu_limit_s is None:
+            return math.ceil(wall_s) + 1
+        return max(1, math.ceil(self.cpu_limit_s * wall_s / self.timeout_s))
+
     def _run(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         """Send ``pairs`` to a borrowed worker; each pair gets ``timeout_s`` from the previous
-        verdict (or from the send). On a timeout or a crash the worker is replaced, the pair is
-        wrong, and the remaining pairs go to the successor."""
+        verdict (or from the send). On a timeout or a crash the worker is replaced and the pair
+        is retried once on the successor (at twice the limit after a timeout); a second failure
+        makes it wrong (``timeout`` or ``error``). The remaining pairs go to the successor."""
         if self._closed:
             raise RuntimeError("the grader is closed")
         verdicts: list[bool] = []
-        crashed_at = -1  # the pair during which a worker last died
+        retried: tuple[int, str] | None = None  # (pair, first failure) of the pair being retried
         worker = self._idle.get()
         try:
             while len(verdicts) < len(pairs):
                 if worker is None:  # a pool slot never used yet
                     worker = self._new_worker()
                 worker.wait_ready(self.start_timeout_s)
-                worker, crashed = self._serve_some(worker, pairs[len(verdicts):], verdicts)
-                if crashed:
-                    # A worker killed from outside (or by the OS) is not the pair's fault: retry
-                    # it once on the successor; a pair that kills a second worker is wrong.
-                    if crashed_at == len(verdicts):
+                first = len(verdicts)
+                doubled = retried is not None and retried[0] == first and retried[1] == "timeout"
+                worker, failure = self._serve_some(worker, pairs[first:], verdicts,
+                                                   self.timeout_s * (2 if doubled else 1))
+                if failure is None:
+                    continue
+                at = len(verdicts)  # the pair being served when the worker timed out or died
+                if retried is not None and retried[0] == at:  # its second failure: wrong
+                    if failure == "timeout":
+                        self._count("timeout")
+                    else:
                         self._count("error", error="a worker died twice on one pair")
-                        verdicts.append(False)
-                    crashed_at = len(verdicts)
+                    verdicts.append(False)
+                else:
+                    # Not yet the pair's fault: a loaded machine (timeout) or a kill from outside
+                    # (crash). Retry it once on the successor.
+                    retried = (at, failure)
+                    self._count("retried")
         finally:
             self._idle.put(worker)
         return verdicts
 
-    def _serve_some(self, worker: _Worker, pairs: Sequence[tuple[str, str]],
-                    verdicts: list[bool]) -> tuple[_Worker, bool]:
-        """Serve ``pairs`` in order, appending to ``verdicts``. Returns the worker and False; or,
-        after a timeout (the pair is wrong, appended) or a crash (nothing appended for the pair
-        being served), its successor and whether it crashed."""
+    def _serve_some(self, worker: _Worker, pairs: Sequence[tuple[str, str]], verdicts: list[bool],
+                    first_limit_s: float) -> tuple[_Worker, str | None]:
+        """Serve ``pairs`` in order (the first within ``first_limit_s``, the rest within
+        ``timeout_s``), appending verdicts. Returns the worker and None; or, after a timeout or
+        a crash (nothing appended for the pair being served), its successor and ``"timeout"``
+        or ``"crash"`` (a worker the kernel ended for CPU time timed out)."""
+        limits = [first_limit_s] + [self.timeout_s] * (len(pairs) - 1)
         try:
-            worker.send_conn.send(list(pairs))
-            for _ in pairs:
-                if not worker.recv_conn.poll(self.timeout_s):
-                    self._count("timeout")
-                    verdicts.append(False)
-                    return self._replace(worker), False
+            worker.send_conn.send([(a, r, self._cpu_limit(lim)) for (a, r), lim in zip(pairs, limits)])
+            for limit in limits:
+                if not worker.recv_conn.poll(limit):
+                    return self._replace(worker), "timeout"
                 _, ok, error = worker.recv_conn.recv()
                 self._count("error" if error else "verified" if ok else "rejected", error=error)
                 verdicts.append(bool(ok))
-        except (EOFError, OSError):  # the worker died (killed from outside, out of memory)
-            return self._replace(worker), True
-        return worker, False
+        except (EOFError, OSError):  # the worker died (CPU limit, killed from outside, out of memory)
+            try:
+                code = worker.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            return self._replace(worker), "timeout" if code == -signal.SIGXCPU else "crash"
+        return worker, None
 
 
 def measure_overhead(grader: MathGrader, n: int = 200) -> dict[str, float]:

@@ -17,12 +17,22 @@ import numpy as np
 
 from mrt_core.advantages import star_filter
 from mrt_core.regret import progress, zero_progress_share
-from mrt_lib.common import Paths, atomic_path, derive_seed, jsonl_text, model_hash, setup_process, write_json_atomic
+from mrt_lib.common import (
+    Paths,
+    atomic_path,
+    derive_seed,
+    exit_on,
+    jsonl_text,
+    model_hash,
+    setup_process,
+    write_json_atomic,
+)
 from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import load_problems
-from mrt_lib.envs import backend_for, backend_for_or_exit, environment, family
+from mrt_lib.envs import GradingMeter, backend_for, backend_for_or_exit, environment, family
 from mrt_lib.generation.curves import episode_curves
 from mrt_lib.generation.rollouts import Rollout
+from mrt_lib.grading import GradingError
 from mrt_lib.tracking import stage_run
 
 # the params sections the stage reads: the sections of its params in dvc.yaml
@@ -40,6 +50,7 @@ def run_build_star_data(params: Params, paths: Paths, backend=None) -> dict:
 
 
 def _build(params: StageConfig, paths: Paths, cfg, env, engine, model_path) -> dict:
+    meter = GradingMeter(params, env)
     problems = load_problems(paths, "train")[: cfg.n_problems]
     rolls = engine.run(problems, cfg.n_samples, cfg.budget, derive_seed(cfg.seed, "star"), cfg.batch_size,
                        desc="star samples")
@@ -60,6 +71,7 @@ def _build(params: StageConfig, paths: Paths, cfg, env, engine, model_path) -> d
         "mean_progress": float(np.mean(all_progress)) if all_progress else float("nan"),
         "zero_progress_share": zero_progress_share(np.array(all_progress), cfg.zero_threshold),
     }
+    stats |= meter.check([meter.take()])  # grader counts where answers can time out; fails past the share
     with atomic_path(paths.star) as tmp:
         tmp.mkdir()
         (tmp / "traces.jsonl").write_text(jsonl_text(rows))
@@ -90,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     backend = backend_for_or_exit("build_star_data", params, paths.model(params.build_star_data.model))
     with stage_run("build_star_data", params.runtime.tracking_uri, params.runtime.experiment,
                    {"build_star_data": params.build_star_data.model_dump()}) as mlflow:
-        stats = run_build_star_data(params, paths, backend)
+        with exit_on(GradingError, "build_star_data", 1):
+            stats = run_build_star_data(params, paths, backend)
         mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
         mlflow.log_metrics({f"rejects.{k}": float(v) for k, v in stats["rejects"].items()})
         mlflow.log_artifact(str(paths.star / "meta.json"))

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mrt_lib.common import Paths, derive_seed, read_json, setup_process
+from mrt_lib.common import Paths, derive_seed, exit_on, read_json, setup_process
 from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import load_problems
-from mrt_lib.envs import backend_for, environment, family
+from mrt_lib.envs import GradingMeter, backend_for, environment, family
 from mrt_lib.evaluation.metrics import curve_rows, efficiency_rows, pass_maj_rows
 from mrt_lib.evaluation.outputs import write_outputs
 from mrt_lib.evaluation.rows import (
@@ -37,6 +37,7 @@ from mrt_lib.evaluation.rows import (
 )
 from mrt_lib.generation import BackendUnavailable, GenerationBackend, require_backend
 from mrt_lib.generation.rollouts import RolloutEngine
+from mrt_lib.grading import GradingError
 from mrt_lib.tracking import stage_run
 
 # the params sections the stage reads: the sections of its params in dvc.yaml
@@ -137,14 +138,22 @@ def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None =
     params = for_stage(params, SECTIONS)
     problems = load_problems(paths, "test")
     models = evaluated_models(params, paths)
-    results, records, details = {}, {}, {}
+    results, records, details, grading = {}, {}, {}, {}
     with environment(params) as env:
+        meter = GradingMeter(params, env)
         for name, path in models.items():
             # one model loaded at a time: several vLLM engines would not share a GPU
             backend = backends[name] if backends else backend_for(params, path)
             results[name], records[name], details[name] = evaluate_model(params, paths, backend, problems, env, log,
                                                                          name)
+            grading[name] = meter.take()
             del backend
+        meter.check(grading.values())  # before any output is written
+    if any(grading.values()):  # a grader that can time out: its counts per model
+        details["grading"] = grading
+        if log:
+            for name, counts in grading.items():
+                log({f"{name}.{k}": float(v) for k, v in counts.items()}, 0)
     for arm in (m for m in params.evaluate.models if m in params.rl.arms):
         names = [f"{arm}/s{seed}/r{params.rl.rounds[-1].n}" for seed in params.rl.seeds]
         results[arm], details[arm] = aggregate_seeds([results[n] for n in names], [details[n] for n in names])
@@ -190,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(2)
     with stage_run("evaluate", params.runtime.tracking_uri, params.runtime.experiment,
                    {"evaluate": params.evaluate.model_dump(), "generation": params.generation.model_dump()}) as mlflow:
-        results = run_evaluate(params, paths, lambda m, step: mlflow.log_metrics(m, step=step))
+        with exit_on(GradingError, "evaluate", 1):
+            results = run_evaluate(params, paths, lambda m, step: mlflow.log_metrics(m, step=step))
         mlflow.log_metrics(flat_metrics(results))
         mlflow.log_artifact(str(paths.plots / "accuracy_vs_budget.png"))
         mlflow.log_artifact(str(paths.metrics / "evaluate.json"))

@@ -34,13 +34,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mrt_lib.common import Paths, derive_seed, model_hash, read_json, setup_process
+from mrt_lib.common import Paths, derive_seed, exit_on, model_hash, read_json, setup_process
 from mrt_lib.config import Params, RlConfig, StageConfig, for_stage, load_params_or_exit
 from mrt_lib.data import dataset_hash, load_problems
-from mrt_lib.envs import environment, family
+from mrt_lib.envs import GradingMeter, environment, family
 from mrt_lib.generation import make_backend
 from mrt_lib.generation.curves import episode_curves
 from mrt_lib.generation.hf import HFBackend
+from mrt_lib.grading import GradingError
 from mrt_lib.modeling import load_policy
 from mrt_lib.resume import ResumeState, code_version, fingerprint
 from mrt_lib.rl.arms import Arm, get_arm
@@ -105,6 +106,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
     problems = load_problems(paths, "train")
     val_problems = load_problems(paths, "val")[: cfg.val_problems]
     cost = probe_cost(engine, problems[0], mp)
+    meter = GradingMeter(params, env)  # after the probe: counts per step and per validation
 
     # resume, or sample the round's prefixes and J(mu|c) from its start policy (one batch job)
     resume = ResumeState(paths.checkpoints / "rl" / arm.name / f"s{seed}" / f"r{round_n}", fingerprint(
@@ -135,7 +137,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
         if hasattr(backend, "sync_weights"):  # vLLM generates from its own copy of the weights
             backend.sync_weights(full_named_parameters(accelerator, model))
         # record
-        row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg, cost), **update}
+        row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg, cost), **update, **meter.take()}
         run.history.append(row)
         mean_adv = [float(a[m].mean()) if m.any() else 0.0 for a, m in zip(adv, mask)]
         run.records += [rollout_record(r, c, engine, step + 1, prefixes[i // cfg.group_size], s.answer_now, a)
@@ -147,14 +149,14 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
         if run.step % cfg.save_every == 0 or run.step == cfg.steps_per_round:
             val = validate(engine, model, ref_model, val_problems, cfg, round_n, tok.pad_token_id, mp)
             best_so_far = max((v["val_accuracy"] for v in run.validations), default=-1.0)
-            run.validations.append({"step": run.step, **val})
+            run.validations.append({"step": run.step, **val, **meter.take()})
             if cfg.keep == "last_and_best" and val["val_accuracy"] > best_so_far:
                 save_model(accelerator, model, tok, state_dir / "best")
             if run.step < cfg.steps_per_round:
                 save_state(accelerator, resume, run)
 
     # save: the outputs, then the resume state is no longer needed
-    summary = round_summary(arm, seed, round_n, cfg, run, cost)
+    summary = round_summary(arm, seed, round_n, cfg, run, cost) | meter.check(run.history + run.validations)
     weights = accelerator.get_state_dict(model)  # collective: gathered on every rank under ZeRO-3
     if accelerator.is_main_process:
         best = state_dir / "best" if cfg.keep == "last_and_best" else None
@@ -185,8 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     tags = {"mrt.arm": args.arm, "mrt.seed": str(args.seed), "mrt.round": str(args.round)}
     with stage_run("rl_round", params.runtime.tracking_uri, params.runtime.experiment, logged,
                    run_name=f"rl_round {args.arm} s{args.seed} r{args.round}", tags=tags) as mlflow:
-        summary = run_rl_round(params, paths, args.arm, args.seed, args.round,
-                               log=lambda m, step: mlflow.log_metrics(m, step=step))
+        with exit_on(GradingError, "rl_round", 1):
+            summary = run_rl_round(params, paths, args.arm, args.seed, args.round,
+                                   log=lambda m, step: mlflow.log_metrics(m, step=step))
         mlflow.log_metrics({f"round.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))},
                            step=args.round)
         out = paths.rl_round(args.arm, args.seed, args.round)

@@ -171,6 +171,9 @@ class GraderConfig(Section):
     max_answer_chars: int = Field(512, ge=1, description="longer answers are wrong without parsing")
     float_rounding: int = Field(6, ge=0, description="decimals compared for floats")
     memory_limit_mb: int = Field(4096, ge=0, description="address-space cap per worker (0: none)")
+    max_timeout_share: float = Field(0.05, ge=0, le=1, description="a stage fails when more of its graded answers "
+                                     "than this time out even at twice timeout_s (the limit is too small for the "
+                                     "machine: the accuracies would measure its load)")
 
 
 class MetaProverConfig(Section):

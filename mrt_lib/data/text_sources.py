@@ -48,9 +48,10 @@ def _read_file(path: Path) -> list[tuple[dict | None, str]]:
     out = []
     for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
         try:  # a line that is not UTF-8 is one bad row (counted with its file and line), not a crash
-            line = raw.decode("utf-8")
+            line = raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a byte-order mark may open the file
             record = json.loads(line, object_pairs_hook=_unique_keys) if line.strip() else ...
-            json.dumps(record, ensure_ascii=False).encode("utf-8")  # a lone surrogate (\ud800) is no text
+            if record is not ...:  # a lone surrogate (\ud800) is no text
+                json.dumps(record, ensure_ascii=False).encode("utf-8")
         except ValueError:  # not JSON, a key given twice, an integer past Python's digit limit, not Unicode
             record = None
         if record is ...:

@@ -6,9 +6,19 @@ the kind; it asks ``family(params.env.kind)``."""
 import importlib
 import pkgutil
 
-from mrt_lib.envs.base import REGISTRY, EnvFamily, backend_for, backend_for_or_exit, environment, family, register
+from mrt_lib.envs.base import (
+    REGISTRY,
+    EnvFamily,
+    GradingMeter,
+    backend_for,
+    backend_for_or_exit,
+    environment,
+    family,
+    register,
+)
 
-__all__ = ["REGISTRY", "EnvFamily", "backend_for", "backend_for_or_exit", "environment", "family", "register"]
+__all__ = ["REGISTRY", "EnvFamily", "GradingMeter", "backend_for", "backend_for_or_exit", "environment", "family",
+           "register"]
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"):
     importlib.import_module(f"{__name__}.{_module}")

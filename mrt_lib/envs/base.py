@@ -49,6 +49,11 @@ class EnvFamily(Protocol):
         """Per rollout, (step an attempt failed at, whether the policy backtracked next)."""
         ...
 
+    def grading_counts(self, env: Environment) -> dict[str, int]:
+        """Counts of the answers graded so far by outcome (``mrt_lib.grading.OUTCOMES``, plus
+        retries); empty where grading is exact and cannot time out."""
+        ...
+
 
 REGISTRY: Registry[EnvFamily] = Registry("env.kind", "kind")
 register = REGISTRY.register
@@ -59,6 +64,37 @@ def environment(cfg) -> AbstractContextManager[Environment]:
     """The environment ``cfg`` (params, or a stage's sections with ``env``, ``template`` and
     ``grader``) configures."""
     return family(cfg.env.kind).open(cfg.env, cfg.template, cfg.grader)
+
+
+class GradingMeter:
+    """The environment's grading counts, as deltas since the last ``take()``, keyed
+    ``grader_<outcome>``: per RL step or per evaluated model, so that a resumed stage records
+    the same counts as an uninterrupted one. Empty for environments that grade exactly."""
+
+    def __init__(self, cfg, env: Environment):
+        self._family, self._env, self._cfg = family(cfg.env.kind), env, cfg.grader
+        self._last = self._family.grading_counts(env)
+
+    def take(self) -> dict[str, int]:
+        now = self._family.grading_counts(self._env)
+        delta = {f"grader_{k}": v - self._last.get(k, 0) for k, v in now.items()}
+        self._last = now
+        return delta
+
+    def check(self, rows) -> dict[str, int]:
+        """Sum the ``grader_*`` counts of ``rows`` (what ``take`` returned, possibly inside larger
+        dicts) and raise ``GradingError`` past ``grader.max_timeout_share``; returns the sums."""
+        from mrt_lib.grading import check_timeouts
+
+        total: dict[str, int] = {}
+        for row in rows:
+            for k, v in row.items():
+                if k.startswith("grader_"):
+                    total[k] = total.get(k, 0) + v
+        if total:
+            check_timeouts({k.removeprefix("grader_"): v for k, v in total.items()}, self._cfg.max_timeout_share,
+                           self._cfg.timeout_s)
+        return total
 
 
 def backend_for(cfg, model_path):

@@ -49,5 +49,8 @@ class MathFamily:
     def backtrack_events(self, env, rolls: list, id_text: dict) -> list[list[tuple[int, bool]]]:
         return [[] for _ in rolls]
 
+    def grading_counts(self, env) -> dict[str, int]:
+        return {k: v for k, v in env.grader.stats().items() if k not in ("errors_seen", "restarts")}
+
 
 register(MathFamily())
