@@ -18,6 +18,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
+from mrt_lib.common import entry_environment
 from mrt_lib.config import load_params_or_exit
 from mrt_lib.tracking import PARENT_RUN_ENV, PIPELINE_RUN_ENV, new_pipeline_run_id, start_parent_run
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo-dir", default=".")
     args = parser.parse_args(argv)
+    entry_environment(needs_hub=True)  # telemetry off; each stage decides about the hub for itself
     mrt_pipeline(repo_dir=args.repo_dir)
 
 

@@ -21,7 +21,7 @@ import yaml
 from prefect import flow, task
 
 from flows.pipeline import _dvc, mrt_pipeline
-from mrt_lib.common import write_text_atomic
+from mrt_lib.common import entry_environment, write_text_atomic
 from mrt_lib.config import load_params_or_exit, read_params_file
 from mrt_lib.layout import PACKAGES
 
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("profile", help="a complete params file, e.g. profiles/params_headline.yaml")
     parser.add_argument("--workdir", default=None, help="workspace (default runs/<profile name>)")
     args = parser.parse_args(argv)
+    entry_environment(needs_hub=True)  # telemetry off; each stage decides about the hub for itself
     run_profile(args.profile, args.workdir)
 
 

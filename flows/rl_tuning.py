@@ -22,7 +22,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from mrt_lib.common import Paths, setup_process
+from mrt_lib.common import Paths, entry_environment, setup_process
 from mrt_lib.config import load_params
 from mrt_lib.measurements import record
 from tasks.rl_round import run_rl_round
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/rl_tuning.json")
     args = parser.parse_args(argv)
+    entry_environment()  # in-process rounds from the pipeline's local folders: no hub, no telemetry
     best = rl_tuning(args.root, args.params, args.arms, args.threads, args.out)
     print("best per arm:", json.dumps(best, indent=1))
 

@@ -17,6 +17,55 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
+# What every entry point sets (with setdefault: a user's own choice wins): no library phones home.
+QUIET_ENV = {"MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
+             "HF_HUB_DISABLE_TELEMETRY": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+             "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def entry_environment(needs_hub: bool = False) -> None:
+    """Called first by every entry point's ``main()`` (never on import, so a library user's
+    process is left alone): telemetry off, and unless this run may download from the model hub
+    (``needs_hub``: a hub id in ``policy.model`` or in a dataset source), the hub is off too, so
+    a missing local folder fails at once instead of after a minute of retries to the network.
+    huggingface_hub reads ``HF_HUB_OFFLINE`` when first imported (the stage modules import
+    transformers), so its constant is set to match."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if needs_hub:
+        return
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    hub = sys.modules.get("huggingface_hub.constants")
+    if hub is not None and os.environ["HF_HUB_OFFLINE"].strip().lower() in ("1", "true", "yes", "on"):
+        hub.HF_HUB_OFFLINE = True
+
+
+def is_hub_id(name: str | None) -> bool:
+    """A model or dataset name that is not a local folder or file (so from_pretrained would go to the hub)."""
+    return bool(name) and not Path(name).expanduser().exists()
+
+
+PRODUCERS = {"base": "train_base", "warmstart": "sft_warmstart"}  # pipeline model folder -> its stage
+
+
+def missing_model_message(path: str | Path) -> str:
+    """What to say when a pipeline folder holds no model: which stage writes it."""
+    p = Path(path)
+    producer = PRODUCERS.get(p.name) or ("rl_round" if p.name == "model" and "rl" in p.parts else None)
+    hint = (f"run {producer} first (dvc repro {producer})" if producer
+            else "run the stage that writes it first (dvc repro)")
+    return f"{path} holds no model: {hint}"
+
+
+def require_model(stage: str, path: str | Path) -> None:
+    """At an entry point: exit 2 naming the stage to run when ``path`` holds no saved model
+    (rather than letting from_pretrained take the folder name for a hub id)."""
+    if not (Path(path) / "config.json").is_file():
+        print(f"{stage}: {missing_model_message(path)}", file=sys.stderr)
+        raise SystemExit(2)
+
 
 def setup_process(threads: int, seed: int) -> None:
     """Fix the torch thread count and seed every generator, so a stage gives the same

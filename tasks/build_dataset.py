@@ -21,7 +21,16 @@ from __future__ import annotations
 
 import sys
 
-from mrt_lib.common import Paths, atomic_path, jsonl_text, setup_process, sha256_text, write_json_atomic
+from mrt_lib.common import (
+    Paths,
+    atomic_path,
+    entry_environment,
+    is_hub_id,
+    jsonl_text,
+    setup_process,
+    sha256_text,
+    write_json_atomic,
+)
 from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import SCHEMA, SCHEMA_VERSION, SPLITS, DatasetError, SourceError, load_split  # noqa: F401
 from mrt_lib.envs import family
@@ -66,6 +75,7 @@ def write_dataset(paths: Paths, texts: dict[str, str], meta: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
+    entry_environment(needs_hub=any(is_hub_id(name) for name in params.build_dataset.source.dataset_names()))
     setup_process(params.runtime.torch_threads, params.build_dataset.seed)
     logged = {name: getattr(params, name).model_dump() for name in family(params.env.kind).dataset_sections}
     try:  # before the MLflow run: a bad source leaves nothing behind, not even a failed run

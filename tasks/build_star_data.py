@@ -21,6 +21,7 @@ from mrt_lib.common import (
     Paths,
     atomic_path,
     derive_seed,
+    entry_environment,
     exit_on,
     jsonl_text,
     model_hash,
@@ -97,6 +98,7 @@ def star_row(engine, r: Rollout, episodes, j_values, prog, seed: int, hash_: str
 
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
+    entry_environment()
     setup_process(params.runtime.torch_threads, params.build_star_data.seed)
     paths = Paths()
     backend = backend_for_or_exit("build_star_data", params, paths.model(params.build_star_data.model))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrt_lib.common import Paths, derive_seed, exit_on, read_json, setup_process
+from mrt_lib.common import Paths, derive_seed, entry_environment, exit_on, read_json, require_model, setup_process
 from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import load_problems
 from mrt_lib.envs import GradingMeter, backend_for, environment, family
@@ -186,6 +186,7 @@ def rl_compute(params: StageConfig, paths: Paths) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
+    entry_environment()
     setup_process(params.runtime.torch_threads, params.evaluate.seed)
     paths = Paths()
     try:
@@ -194,9 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"evaluate: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     for path in evaluated_models(for_stage(params, SECTIONS), paths).values():  # all there before any write
-        if not (path / "config.json").exists():
-            print(f"evaluate: {path} holds no model: run the stage that writes it first (dvc repro)", file=sys.stderr)
-            raise SystemExit(2)
+        require_model("evaluate", path)
     with stage_run("evaluate", params.runtime.tracking_uri, params.runtime.experiment,
                    {"evaluate": params.evaluate.model_dump(), "generation": params.generation.model_dump()}) as mlflow:
         with exit_on(GradingError, "evaluate", 1):

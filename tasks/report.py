@@ -9,7 +9,7 @@ hash that produced it.
 
 from __future__ import annotations
 
-from mrt_lib.common import Paths, atomic_path, read_json, setup_process, sha256_text
+from mrt_lib.common import Paths, atomic_path, entry_environment, read_json, setup_process, sha256_text
 from mrt_lib.config import Params, for_stage, stage_params
 from mrt_lib.evaluation.comparison import comparison_markdown
 from mrt_lib.evaluation.figures import figures
@@ -46,6 +46,7 @@ def run_report(params: Params, paths: Paths) -> dict[str, bytes]:
 
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
+    entry_environment()
     setup_process(params.runtime.torch_threads, 0)
     paths = Paths()
     with stage_run("report", params.runtime.tracking_uri, params.runtime.experiment, {}) as mlflow:

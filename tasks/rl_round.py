@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mrt_lib.common import Paths, derive_seed, exit_on, model_hash, read_json, setup_process
+from mrt_lib.common import Paths, derive_seed, entry_environment, exit_on, model_hash, read_json, setup_process
 from mrt_lib.config import Params, RlConfig, StageConfig, for_stage, load_params_or_exit
 from mrt_lib.data import dataset_hash, load_problems
 from mrt_lib.envs import GradingMeter, environment, family
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--round", type=int, required=True)
     args = parser.parse_args(argv)
     params = load_params_or_exit(args.params)
+    entry_environment()
     setup_process(params.runtime.torch_threads, derive_seed(args.seed, args.arm, args.round))
     paths = Paths()
     try:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mrt_lib.common import Paths, model_hash, write_json_atomic
+from mrt_lib.common import Paths, entry_environment, missing_model_message, model_hash, write_json_atomic
 from mrt_lib.config import load_params_or_exit
 
 
 def run_rl_start(start: str, paths: Paths, arm: str, seed: int) -> dict:
     model = paths.model(start)
     if not (model / "config.json").exists():
-        raise FileNotFoundError(f"{model} holds no model: run the stage that trains it first (dvc repro)")
+        raise FileNotFoundError(missing_model_message(model))
     pointer = {"model": start, "weights_sha256": model_hash(model), "arm": arm, "seed": seed}
     write_json_atomic(paths.rl_round(arm, seed, 0) / "start.json", pointer)
     return pointer
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
     params = load_params_or_exit(args.params)
+    entry_environment()
     if args.arm not in params.rl.arms or args.seed not in params.rl.seeds:  # both form the output's path
         print(f"rl_start: arm {args.arm!r} seed {args.seed} is not in rl.arms {params.rl.arms} / rl.seeds "
               f"{params.rl.seeds}", file=sys.stderr)
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(f"rl_start: {run_rl_start(params.rl.start, Paths(), args.arm, args.seed)}")
     except FileNotFoundError as exc:
-        raise SystemExit(f"rl_start: {exc}") from None
+        print(f"rl_start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

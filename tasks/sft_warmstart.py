@@ -22,8 +22,10 @@ from mrt_lib.common import (
     WARMSTART_SCOPE,
     Paths,
     atomic_path,
+    entry_environment,
     model_hash,
     read_jsonl,
+    require_model,
     setup_process,
     sha256_text,
     write_not_applicable,
@@ -84,8 +86,11 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
+    entry_environment()
     setup_process(params.runtime.torch_threads, params.sft_warmstart.seed)
     paths = Paths()
+    if family(params.env.kind).backtracks:
+        require_model("sft_warmstart", paths.base_model)
     with stage_run("sft_warmstart", params.runtime.tracking_uri, params.runtime.experiment,
                    {"sft_warmstart": params.sft_warmstart.model_dump()}) as mlflow:
         try:

@@ -29,6 +29,7 @@ from mrt_lib.common import (
     Paths,
     atomic_path,
     derive_seed,
+    entry_environment,
     jsonl_text,
     model_hash,
     setup_process,
@@ -88,6 +89,7 @@ def run_synthesize_backtracks(params: Params, paths: Paths, backend=None) -> dic
 
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
+    entry_environment()
     setup_process(params.runtime.torch_threads, params.synthesize_backtracks.seed)
     paths = Paths()
     code_search = family(params.env.kind).backtracks

@@ -15,6 +15,8 @@ Resumable: every ``checkpoint_every`` steps the full training state is saved und
 from __future__ import annotations
 
 import math
+import re
+import sys
 import time
 
 import torch
@@ -22,7 +24,15 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from mrt_core.envs.code_search import CodeSearchEnv
-from mrt_lib.common import Paths, atomic_path, model_hash, setup_process, write_json_atomic
+from mrt_lib.common import (
+    Paths,
+    atomic_path,
+    entry_environment,
+    is_hub_id,
+    model_hash,
+    setup_process,
+    write_json_atomic,
+)
 from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import dataset_hash, load_problems
 from mrt_lib.envs import family
@@ -42,14 +52,14 @@ def import_pretrained(params: StageConfig, paths: Paths) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = params.policy.model
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, params.policy.dtype))
+    source, revision = params.policy.model, params.policy.revision
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=getattr(torch, params.policy.dtype))
     family(params.env.kind).check_tokenizer(tokenizer, params.env, params.template)
     with atomic_path(paths.base_model) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        write_json_atomic(tmp / "source.json", {"model": source, "dtype": params.policy.dtype})
+        write_json_atomic(tmp / "source.json", {"model": source, "revision": revision, "dtype": params.policy.dtype})
     return {"n_params": sum(p.numel() for p in model.parameters()), "imported_from": source,
             "weights_sha256": model_hash(paths.base_model)}
 
@@ -135,8 +145,25 @@ def _resume(state: ResumeState, model, optimizer, scheduler) -> int:
     return checkpoint["step"]
 
 
+def check_hub_revision(policy) -> None:
+    """A hub model is loaded at a named revision (exit 2 without one); a branch or tag, which can
+    move, is allowed with a warning."""
+    if policy.revision is None:
+        print(f"train_base: policy.model={policy.model!r} is not a local folder, so it comes from the model hub: "
+              f"set policy.revision to its commit hash (or a tag) so that a re-run loads the same weights",
+              file=sys.stderr)
+        raise SystemExit(2)
+    if not re.fullmatch(r"[0-9a-f]{40}", policy.revision):
+        print(f"train_base: warning: policy.revision={policy.revision!r} is not a commit hash; the weights it names "
+              f"can change between runs", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
+    from_hub = params.policy.init == "pretrained" and is_hub_id(params.policy.model)
+    entry_environment(needs_hub=from_hub)
+    if from_hub:
+        check_hub_revision(params.policy)
     setup_process(params.runtime.torch_threads, params.train_base.seed)
     paths = Paths()
     with stage_run("train_base", params.runtime.tracking_uri, params.runtime.experiment,

@@ -249,6 +249,44 @@ def test_rl_start_writes_only_for_configured_arms_and_seeds(argv, needle, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing outside rl/ (or in it)
 
 
+# ---- missing pipeline folders and unpinned hub models -------------------------------------------
+
+@pytest.mark.parametrize("stage, argv, needle", [
+    ("sft_warmstart", [], "models/base holds no model: run train_base first (dvc repro train_base)"),
+    ("synthesize_backtracks", [], "models/base holds no model: run train_base first"),
+    ("build_star_data", [], "models/warmstart holds no model: run sft_warmstart first"),
+    ("rl_start", ["--arm", "grpo", "--seed", "0"], "models/warmstart holds no model: run sft_warmstart first"),
+    ("evaluate", [], "models/base holds no model: run train_base first"),
+])
+def test_a_missing_model_folder_names_the_stage_to_run_without_asking_the_hub(stage, argv, needle, tmp_path,
+                                                                               monkeypatch, capsys):
+    """A missing models/base once made from_pretrained take "models/base" for a hub id and retry
+    the network for a minute; every stage now says which stage to run, at once."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    with pytest.raises(SystemExit) as exc:
+        importlib.import_module(f"tasks.{stage}").main(argv)
+    assert exc.value.code == 2 and needle in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_hub_model_needs_a_pinned_revision(tmp_path, monkeypatch, capsys):
+    raw = {"env": {"kind": "math"}, "policy": {"init": "pretrained", "model": "some-org/some-model"},
+           "template": {"prompt": "Q: {problem}\n<think>\n"},
+           "evaluate": {"budgets": [64], "extrapolation_budgets": []},
+           "build_dataset": {"source": {"kind": "files", "columns": {"problem": "problem", "answer": "answer"},
+                                        "files": {"train": ["t.jsonl"], "test": ["t.jsonl"]}}}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        train_base.main(["--params", str(path)])
+    assert exc.value.code == 2 and "set policy.revision to its commit hash" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
 # ---- bad data rows: build_dataset with env.kind math and a files source ---------------------------
 
 N_GOOD = 30  # clean training problems; the bad row is line 31 of train.jsonl (row 30 of the split)

@@ -31,6 +31,10 @@ class EmbeddedSource(Section):
 
     kind: Literal["embedded"] = "embedded"
 
+    def dataset_names(self) -> list[str]:
+        """Datasets the source reads by name (hub ids or folders): none, the problems are generated."""
+        return []
+
 
 class HFSplitConfig(Section):
     """One of our splits from a Hugging Face dataset split; unset fields fall back to the source's."""
@@ -83,11 +87,19 @@ class HFSource(Section):
     def columns_for(self, split: str) -> ColumnsConfig:
         return self.split_config(split).columns
 
+    def dataset_names(self) -> list[str]:
+        """Every dataset a split reads (a hub id or a save_to_disk folder)."""
+        return sorted({self.split_config(split).dataset for split in self.splits})
+
 
 class FilesSource(Section):
     """Local files: JSON Lines (.jsonl) or Parquet (.parquet), one or more per split."""
 
     kind: Literal["files"]
+
+    def dataset_names(self) -> list[str]:
+        """Local files only: nothing is read from the hub."""
+        return []
     files: dict[Split, list[str]] = Field(description="our split -> paths (relative to the working directory); "
                                           "train and test needed, val optional (else cut from train)")
     columns: ColumnsConfig = ColumnsConfig()

@@ -192,6 +192,8 @@ class PolicyConfig(Section):
     init: Literal["scratch", "pretrained"] = Field("scratch", description="scratch | pretrained")
     model: str | None = Field(None, description="pretrained: hub id (e.g. deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B) "
                               "or a local folder")
+    revision: str | None = Field(None, min_length=1, description="pretrained from the hub: the commit hash (or tag) "
+                                 "to load, so that a re-run gets the same weights; needed for a hub id")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="pretrained: weights dtype")
     max_context: int = Field(32768, ge=16, description="pretrained: the model's context length in tokens")
 

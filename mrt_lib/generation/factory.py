@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from mrt_lib.common import missing_model_message
 from mrt_lib.generation.base import BackendUnavailable, GenerationBackend
 
 VLLM_HINT = (
@@ -68,7 +69,7 @@ def build_backend(gen, model_path, check: Callable | None = None) -> GenerationB
     written."""
     require_backend(gen.backend)  # a missing vLLM is reported before a missing model
     if isinstance(model_path, Path) and not (model_path / "config.json").exists():
-        raise FileNotFoundError(f"{model_path} holds no model: run the stage that writes it first (dvc repro)")
+        raise FileNotFoundError(missing_model_message(model_path))
     backend = make_backend(gen.backend, str(model_path), gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
                            dtype=gen.vllm_dtype)
     if check is not None:
