@@ -1,5 +1,6 @@
 # make run   : set up .venv (CPU torch where no GPU) and run the default pipeline with dvc repro
-# make test  : the same set-up, then the test suite
+# make test  : the same set-up, then the test suite (under 10 minutes)
+# make test-e2e : the tests that start servers or launchers or kill processes (under 30 minutes)
 # make flow  : the same pipeline as a Prefect flow (ephemeral API, no server to start)
 # make headline : the headline experiment (profiles/params_headline.yaml) in its own workspace runs/headline
 #
@@ -23,7 +24,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run flow headline test lint ui clean-outputs
+.PHONY: setup run flow headline test test-e2e lint ui clean-outputs
 
 setup: $(STAMP)
 
@@ -45,11 +46,15 @@ headline: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.profile profiles/params_headline.yaml
 
 test: $(STAMP)
-	$(BIN)/ruff check mrt_core tasks flows tests benchmarks
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	$(BIN)/ruff check mrt_core mrt_lib tasks flows tests benchmarks
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e"
+
+# servers (Prefect, DVC pipelines), launchers and kills; each test has its own time limit
+test-e2e: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m e2e --timeout=900
 
 lint: $(STAMP)
-	$(BIN)/ruff check mrt_core tasks flows tests benchmarks
+	$(BIN)/ruff check mrt_core mrt_lib tasks flows tests benchmarks
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

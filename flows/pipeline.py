@@ -18,8 +18,9 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from mrt_lib.common import entry_environment
+from mrt_lib.common import LOCKS, LockedError, entry_environment, exclusive_lock
 from mrt_lib.config import load_params_or_exit
+from mrt_lib.prefect_server import ephemeral_api
 from mrt_lib.tracking import PARENT_RUN_ENV, PIPELINE_RUN_ENV, new_pipeline_run_id, start_parent_run
 
 STAGES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "rl_start",
@@ -63,6 +64,16 @@ def mrt_pipeline(repo_dir: str = ".", stages: tuple[str, ...] | None = None) -> 
     """Run ``stages`` (default: every stage of dvc.yaml) in order, one Prefect task per stage
     and per RL round; their MLflow runs are nested under one parent run."""
     params = load_params_or_exit(Path(repo_dir) / "params.yaml")
+    with workspace_lock(repo_dir):
+        return _run_stages(repo_dir, params, stages)
+
+
+def workspace_lock(repo_dir: str):
+    """One flow at a time per workspace (re-entrant: a profile's flow holds it around its copy)."""
+    return exclusive_lock(Path(repo_dir) / LOCKS / "workspace.lock", f"a pipeline flow in {Path(repo_dir).resolve()}")
+
+
+def _run_stages(repo_dir: str, params, stages: tuple[str, ...] | None) -> list[str]:
     group = new_pipeline_run_id()
     cwd = os.getcwd()
     os.chdir(repo_dir)  # the tracking URI in params is relative to the repository
@@ -84,7 +95,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repo-dir", default=".")
     args = parser.parse_args(argv)
     entry_environment(needs_hub=True)  # telemetry off; each stage decides about the hub for itself
-    mrt_pipeline(repo_dir=args.repo_dir)
+    run_flow(mrt_pipeline, repo_dir=args.repo_dir)
+
+
+def run_flow(flow_fn, **kwargs):
+    """A flow from the command line: on this process's own temporary Prefect server (stopped on
+    exit; one left by a killed run is stopped first), a held workspace a one-line exit 1."""
+    try:
+        with ephemeral_api():
+            return flow_fn(**kwargs)
+    except LockedError as exc:
+        print(f"{flow_fn.name}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from prefect import flow, task
 
-from flows.pipeline import _dvc, mrt_pipeline
+from flows.pipeline import _dvc, mrt_pipeline, run_flow, workspace_lock
 from mrt_lib.common import entry_environment, write_text_atomic
 from mrt_lib.config import load_params_or_exit, read_params_file
 from mrt_lib.layout import PACKAGES
@@ -51,6 +51,7 @@ def prepare_workspace(profile: str, workdir: str) -> str:
         subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
     if not (ws / ".dvc").exists():
         subprocess.run([_dvc(), "init", "-q"], cwd=ws, check=True)
+    shutil.copy(REPO / ".dvcignore", ws / ".dvcignore")  # after init, which writes a bare one
     return str(ws)
 
 
@@ -60,8 +61,10 @@ def run_profile(profile: str, workdir: str | None = None) -> str:
     the report's comparison of the RL arms."""
     path = Path(profile)
     load_params_or_exit(path)  # a bad profile stops here, before any workspace is made
-    ws = prepare_workspace(str(path), workdir or str(REPO / "runs" / workspace_name(path)))
-    mrt_pipeline(repo_dir=ws)
+    workdir = workdir or str(REPO / "runs" / workspace_name(path))
+    with workspace_lock(workdir):  # before the copy: a second run must not replace the code of a running one
+        ws = prepare_workspace(str(path), workdir)
+        mrt_pipeline(repo_dir=ws)
     report = Path(ws) / "reports" / "comparison.md"
     print(f"profile {path.name}: report in {Path(ws) / 'reports'}")
     return str(report)
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="workspace (default runs/<profile name>)")
     args = parser.parse_args(argv)
     entry_environment(needs_hub=True)  # telemetry off; each stage decides about the hub for itself
-    run_profile(args.profile, args.workdir)
+    run_flow(run_profile, profile=args.profile, workdir=args.workdir)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ import json
 import os
 import random
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,16 +159,110 @@ def exit_on(errors: type[Exception] | tuple[type[Exception], ...], stage: str, c
         raise SystemExit(code) from None
 
 
+KILL_AT_ENV = "MRT_TEST_KILL_AT"
+_kill_passes: Counter[str] = Counter()
+
+
+def kill_point(name: str) -> None:
+    """Test hook: the process SIGKILLs itself here when ``MRT_TEST_KILL_AT`` names this point
+    (``name``, or ``name@n`` for its n-th pass), so that kill tests are real and deterministic:
+    no sleeps, no races. Unset (every normal run) it costs one environment lookup."""
+    wanted = os.environ.get(KILL_AT_ENV)
+    if not wanted:
+        return
+    _kill_passes[name] += 1
+    point, _, nth = wanted.partition("@")
+    if point == name and _kill_passes[name] == int(nth or 1):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+LOCKS = Path(".mrt") / "locks"  # in the workspace; git-ignored
+_held_locks: dict[str, int] = {}  # lock file -> descriptor, for this process (re-entrant)
+
+
+class LockedError(RuntimeError):
+    """Another live process holds the lock."""
+
+
+@contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the block, or raise ``LockedError`` at once
+    naming ``what`` and the holder. The kernel drops the lock when its process dies, so a killed
+    run never leaves a stale one; taking it again in the same process is a no-op."""
+    import fcntl
+
+    key = str(Path(path).resolve())
+    if key in _held_locks:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise LockedError(f"{what} is already running ({holder}): wait for it to finish or stop it, "
+                          f"then run again") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+    _held_locks[key] = fd
+    try:
+        yield
+    finally:
+        del _held_locks[key]
+        os.close(fd)
+
+
+def _temp_prefix(name: str) -> str:
+    """Temporary siblings are ``.<name>.tmp-<host>-<pid>-<random>``: hidden, ignored by DVC
+    (``.dvcignore``), and traceable to the process that made them."""
+    return f".{name}.tmp-{socket.gethostname()}-"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Remove temporary siblings of ``target`` left by killed processes of this host (their pid
+    is gone); a live writer's, or another host's (shared disks), stay. Returns what was removed."""
+    removed = []
+    prefix = _temp_prefix(target.name)
+    for tmp in target.parent.glob(f"{glob_escape(prefix)}*"):
+        pid = tmp.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters escaped (host names may hold none, but be safe)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary sibling path; move it onto ``target`` only if the block succeeds.
 
-    Works for files and directories, so a killed stage never leaves a half-written output.
+    Works for files and directories, so a killed stage never leaves a half-written output; what
+    a killed one left beside ``target`` is removed the next time ``target`` is written.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+    remove_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_temp_prefix(target.name)}{os.getpid()}-", dir=target.parent)) / target.name
     try:
         yield tmp
+        kill_point(f"atomic_path.{target.name}")
         if target.is_dir() and not target.is_symlink():
             # move the old folder aside first: a kill between the two renames leaves both on disk
             os.replace(target, tmp.parent / f"{target.name}.old")

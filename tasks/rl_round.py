@@ -34,7 +34,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mrt_lib.common import Paths, derive_seed, entry_environment, exit_on, model_hash, read_json, setup_process
+from mrt_lib.common import (
+    Paths,
+    derive_seed,
+    entry_environment,
+    exit_on,
+    kill_point,
+    model_hash,
+    read_json,
+    setup_process,
+)
 from mrt_lib.config import Params, RlConfig, StageConfig, for_stage, load_params_or_exit
 from mrt_lib.data import dataset_hash, load_problems
 from mrt_lib.envs import GradingMeter, environment, family
@@ -154,6 +163,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
                 save_model(accelerator, model, tok, state_dir / "best")
             if run.step < cfg.steps_per_round:
                 save_state(accelerator, resume, run)
+                kill_point("rl_round.state")
 
     # save: the outputs, then the resume state is no longer needed
     summary = round_summary(arm, seed, round_n, cfg, run, cost) | meter.check(run.history + run.validations)

@@ -36,7 +36,7 @@ from mrt_lib.envs import family
 from mrt_lib.modeling import check_round_trip, load_policy
 from mrt_lib.resume import ResumeState, code_version, fingerprint
 from mrt_lib.tracking import stage_run
-from mrt_lib.training.sft import LossLogger, last_complete_checkpoint, sft_args
+from mrt_lib.training.sft import CheckpointKillPoint, LossLogger, last_complete_checkpoint, sft_args
 from mrt_lib.training.warmstart_data import WarmstartDataError, build_datasets, init_new_action_tokens, replay_rows
 
 # the params sections the stage reads: the sections of its params in dvc.yaml
@@ -70,8 +70,8 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
                                 backtrack=False)
         new_tokens = init_new_action_tokens(model, tokenizer, list(rows) + replay, reference)
     args = sft_args(params.sft_warmstart, params.train_base.model.max_seq_len, str(ckpt_dir), val is not None)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train,
-                         eval_dataset=val, processing_class=tokenizer, callbacks=[LossLogger(log)])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tokenizer,
+                         callbacks=[LossLogger(log), CheckpointKillPoint()])
     result = trainer.train(resume_from_checkpoint=resume)
     final_eval = trainer.evaluate() if val is not None else {}
     with atomic_path(paths.warmstart_model) as tmp:

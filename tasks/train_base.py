@@ -29,6 +29,7 @@ from mrt_lib.common import (
     atomic_path,
     entry_environment,
     is_hub_id,
+    kill_point,
     model_hash,
     setup_process,
     write_json_atomic,
@@ -102,6 +103,7 @@ def run_train_base(params: Params, paths: Paths, log=None) -> dict:
                 log({"train_loss": row["train_loss"], "val_loss": row["val_loss"]}, done)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
             _save_checkpoint(state, done, model, optimizer, scheduler)
+            kill_point("train_base.checkpoint")
 
     with atomic_path(paths.base_model) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

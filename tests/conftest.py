@@ -85,5 +85,6 @@ def copy_project(dest: Path) -> Path:
     for name in PACKAGES:
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", dest / "dvc.yaml")
+    shutil.copy(REPO / ".dvcignore", dest / ".dvcignore")
     shutil.copy(SMOKE_PARAMS, dest / "params.yaml")
     return dest

@@ -415,8 +415,8 @@ def test_a_bad_row_is_a_counted_reject_named_by_file_and_line(rule, line, reason
     assert bad["rows"] == [{"split": "train", "row": N_GOOD, "where": where, "reason": reason}], rule
     assert meta["cleaning"]["rows_read"]["train"] == N_GOOD + 1
     assert meta["counts"]["train"] + meta["counts"]["val"] == N_GOOD and meta["counts"]["test"] == 10, rule
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "params.yaml", "strict.yaml", "test.jsonl",
-                                                          "train.jsonl"], rule
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mrt", "data", "params.yaml", "strict.yaml", "test.jsonl",
+                                                          "train.jsonl"], rule  # .mrt: the stage's lock
 
 
 def test_a_byte_order_mark_opening_the_file_is_not_a_bad_row(tmp_path, monkeypatch, tracking_uri):

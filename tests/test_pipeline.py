@@ -13,7 +13,7 @@ from flows.pipeline import pipeline_stages
 from tests.conftest import SMOKE_PARAMS, copy_project
 
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]  # DVC pipelines and a Prefect server
 
 
 def sh(args, cwd, **env):

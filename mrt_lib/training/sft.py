@@ -9,6 +9,8 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTConfig
 
+from mrt_lib.common import kill_point
+
 
 class LossLogger(TrainerCallback):
     """Forwards the Trainer's train/validation losses to a ``log(metrics, step)`` function."""
@@ -21,6 +23,13 @@ class LossLogger(TrainerCallback):
             picked = {k: float(v) for k, v in logs.items() if k in ("loss", "eval_loss", "learning_rate")}
             if picked:
                 self.log({("train_loss" if k == "loss" else k): v for k, v in picked.items()}, state.global_step)
+
+
+class CheckpointKillPoint(TrainerCallback):
+    """The test hook ``mrt_lib.common.kill_point("sft_warmstart.checkpoint")`` after each save."""
+
+    def on_save(self, args, state, control, **kwargs):
+        kill_point("sft_warmstart.checkpoint")
 
 
 def sft_args(cfg, max_length: int, output_dir: str, has_val: bool) -> SFTConfig:

@@ -98,6 +98,7 @@ def test_batch_with_a_hang_in_the_middle(quick):
     assert verdicts[1] is False and verdicts[4] is False and quick.stats()["timeout"] == before + 1
 
 
+@pytest.mark.e2e  # stops or kills a worker process from outside
 def test_a_pair_that_overruns_once_is_retried_and_graded():
     """A loaded machine stalls the worker past the limit: the retry on a fresh worker gives the
     right verdict (the stall is made with SIGSTOP, so it does not depend on the machine)."""
@@ -159,6 +160,7 @@ def test_limit_holds_when_called_from_threads():
         assert g.stats()["timeout"] == 2, str(g.stats())
 
 
+@pytest.mark.e2e  # stops or kills a worker process from outside
 def test_a_worker_killed_from_outside_is_replaced_and_the_pair_retried(grader):
     worker = grader._idle.queue[-1]
     os.kill(worker.proc.pid, signal.SIGKILL)
