@@ -12,6 +12,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# the versions measured to work together; CONSTRAINTS= installs the newest the ranges allow
+CONSTRAINTS ?= constraints.txt
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 STAMP := $(VENV)/.installed
 
@@ -24,17 +26,22 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run flow headline test test-e2e lint ui clean-outputs
+.PHONY: setup constraints run flow headline test test-e2e lint ui clean-outputs
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "installing $(TORCH_SPEC) ($(if $(HAS_GPU),GPU machine,no GPU: CPU build))"
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	touch $(STAMP)
+
+# write constraints.txt from this environment (after an upgrade that passed the tests)
+constraints: $(STAMP)
+	{ sed -n '1,/^# Refresh/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v -e '^torch==' -e '^nvidia-' -e '^triton=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 run: $(STAMP)
 	MRT_PIPELINE_RUN=$$($(BIN)/python -c 'import uuid; print(uuid.uuid4().hex[:12])') PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

@@ -28,6 +28,20 @@ FINGERPRINT_FILE = "fingerprint.txt"
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the repository or profile workspace the code runs from
 
 
+class UnsafeStateError(RuntimeError):
+    """A resume state holding more than tensors and plain data (a crafted or foreign pickle):
+    refused by the libraries' ``weights_only`` loads, never run."""
+
+
+def unsafe_state(resume: "ResumeState", exc: Exception) -> UnsafeStateError:
+    """Remove a refused state (loading it may already have changed the model in memory, so the
+    stage stops instead of starting over in the same process) and say what happened."""
+    resume.clear()
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UnsafeStateError(f"the resume state in {resume.folder} holds more than tensors and plain data ({first}); "
+                            f"it was not loaded and has been removed: run the stage again to start over")
+
+
 def fingerprint(**parts: Any) -> str:
     """A hash of ``parts`` as canonical JSON (keys sorted): equal parts, equal fingerprints."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -52,7 +52,7 @@ from mrt_lib.generation.curves import episode_curves
 from mrt_lib.generation.hf import HFBackend
 from mrt_lib.grading import GradingError
 from mrt_lib.modeling import load_policy
-from mrt_lib.resume import ResumeState, code_version, fingerprint
+from mrt_lib.resume import ResumeState, UnsafeStateError, code_version, fingerprint
 from mrt_lib.rl.arms import Arm, get_arm
 from mrt_lib.rl.batch import group, probe_cost, rollout_record, round_summary, step_metrics
 from mrt_lib.rl.prefixes import continuation_starts, sample_prefixes
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     tags = {"mrt.arm": args.arm, "mrt.seed": str(args.seed), "mrt.round": str(args.round)}
     with stage_run("rl_round", params.runtime.tracking_uri, params.runtime.experiment, logged,
                    run_name=f"rl_round {args.arm} s{args.seed} r{args.round}", tags=tags) as mlflow:
-        with exit_on(GradingError, "rl_round", 1):
+        with exit_on((GradingError, UnsafeStateError), "rl_round", 1):
             summary = run_rl_round(params, paths, args.arm, args.seed, args.round,
                                    log=lambda m, step: mlflow.log_metrics(m, step=step))
         mlflow.log_metrics({f"round.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))},

@@ -12,6 +12,7 @@ one. The model is saved in Hugging Face format (safetensors) under ``models/warm
 
 from __future__ import annotations
 
+import pickle
 import sys
 
 import torch
@@ -34,7 +35,7 @@ from mrt_lib.config import Params, for_stage, stage_params
 from mrt_lib.data import dataset_hash, load_problems
 from mrt_lib.envs import family
 from mrt_lib.modeling import check_round_trip, load_policy
-from mrt_lib.resume import ResumeState, code_version, fingerprint
+from mrt_lib.resume import ResumeState, UnsafeStateError, code_version, fingerprint, unsafe_state
 from mrt_lib.tracking import stage_run
 from mrt_lib.training.sft import CheckpointKillPoint, LossLogger, last_complete_checkpoint, sft_args
 from mrt_lib.training.warmstart_data import WarmstartDataError, build_datasets, init_new_action_tokens, replay_rows
@@ -72,7 +73,12 @@ def run_sft_warmstart(params: Params, paths: Paths, log=None) -> dict:
     args = sft_args(params.sft_warmstart, params.train_base.model.max_seq_len, str(ckpt_dir), val is not None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tokenizer,
                          callbacks=[LossLogger(log), CheckpointKillPoint()])
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:  # the Trainer loads a checkpoint with weights_only=True: a crafted pickle raises, never runs
+        result = trainer.train(resume_from_checkpoint=resume)
+    except pickle.UnpicklingError as exc:
+        if resume is None:
+            raise
+        raise unsafe_state(state, exc) from None
     final_eval = trainer.evaluate() if val is not None else {}
     with atomic_path(paths.warmstart_model) as tmp:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                    {"sft_warmstart": params.sft_warmstart.model_dump()}) as mlflow:
         try:
             summary = run_sft_warmstart(params, paths, log=lambda m, step: mlflow.log_metrics(m, step=step))
-        except WarmstartDataError as exc:
+        except (WarmstartDataError, UnsafeStateError) as exc:
             print(f"sft_warmstart: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})

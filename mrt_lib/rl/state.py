@@ -8,13 +8,14 @@ re-run with the same fingerprint continues from there, any other fingerprint dis
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from mrt_lib.common import atomic_path, jsonl_text, read_json, write_json_atomic
 from mrt_lib.generation.rollouts import RolloutEngine
-from mrt_lib.resume import ResumeState
+from mrt_lib.resume import ResumeState, unsafe_state
 from mrt_lib.rl.prefixes import Prefix, prefix_from_record, prefix_record
 
 
@@ -66,12 +67,28 @@ def load_state(accelerator, resume: ResumeState, engine: RolloutEngine, by_id: d
         return None
     state = read_json(state_dir / "state.json")
     if state["step"]:
-        accelerator.load_state(str(state_dir / "accelerate"))
+        try:  # Accelerate loads with weights_only=True: a crafted pickle raises here, never runs
+            _check_random_states(state_dir / "accelerate")
+            accelerator.load_state(str(state_dir / "accelerate"))
+        except pickle.UnpicklingError as exc:
+            raise unsafe_state(resume, exc) from None
     read = lambda name: [json.loads(x) for x in (state_dir / name).read_text().splitlines()]  # noqa: E731
     pool = [prefix_from_record(engine, rec, by_id, i) for i, rec in enumerate(read("pool.jsonl"))]
     print(f"rl_round: resuming at step {state['step']} from {state_dir}")
     return RoundState(state["step"], pool, state["prefix_cost"], read("history.jsonl"), read("records.jsonl"),
                       read("validations.jsonl"))
+
+
+def _check_random_states(folder: Path) -> None:
+    """Load the RNG states as Accelerate will (``weights_only``), so that one it refuses stops the
+    resume: Accelerate itself only logs "Could not load random states" and goes on with the
+    current generators, and the resumed round would no longer be the uninterrupted one."""
+    from accelerate.utils import load
+
+    for path in sorted(folder.glob("random_states_*.pkl")):
+        states = load(path)
+        if not isinstance(states, dict) or "torch_manual_seed" not in states:
+            raise pickle.UnpicklingError(f"{path.name} holds no random states")
 
 
 def write_outputs(out_dir: Path, model, weights: dict, tok, summary: dict, run: "RoundState",

@@ -104,17 +104,21 @@ def kill_during_migration(opener, uri, cwd):
 
 
 @pytest.mark.e2e  # kills a process
-def test_a_store_half_created_by_a_killed_mlflow_raises_a_one_line_error(tmp_path, monkeypatch):
+def test_a_store_half_created_by_a_killed_mlflow_is_a_one_line_exit_1(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     uri = store_uri(tmp_path)
     kill_during_migration("mlflow", uri, tmp_path)  # MLflow alone: in place
     assert (tmp_path / "mlflow.db").exists()
     with pytest.raises(TrackingStoreError) as err:
-        with stage_run("report", uri, "exp", {}):
-            pass
+        tracking._configure(uri, "exp")
     message = str(err.value)
     assert "\n" not in message and "mlflow.db" in message and "already exists" in message
     assert "half-created" in message and "delete it" in message
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # what a stage's entry point does with it
+        with stage_run("report", uri, "exp", {}):
+            pass
+    assert exc.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == f"report: {message}"
 
 
 @pytest.mark.e2e  # kills a process

@@ -74,14 +74,9 @@ class Killed(RuntimeError):
     pass
 
 
-def test_a_killed_round_resumes_and_ends_where_an_uninterrupted_one_does(trained_smoke, tmp_path):
-    _, paths, _ = trained_smoke
-    params = params_for(["grpo"], **{"rl.steps_per_round": 4, "rl.save_every": 2})
-    whole = copy_outputs(paths, tmp_path / "whole", "dataset", "base_model", "warmstart_model")
-    run_rl_start(params.rl.start, whole, "grpo", 0)
-    run_rl_round(params, whole, "grpo", 0, 1)
-
-    cut = copy_outputs(paths, tmp_path / "cut", "dataset", "base_model", "warmstart_model")
+def killed_round(params, smoke_paths, root):
+    """Round 1 of grpo seed 0 in a copy of the smoke outputs, stopped after step 3 (state saved at 2)."""
+    cut = copy_outputs(smoke_paths, root, "dataset", "base_model", "warmstart_model")
     run_rl_start(params.rl.start, cut, "grpo", 0)
 
     def die_after_step_3(metrics, step):
@@ -90,6 +85,17 @@ def test_a_killed_round_resumes_and_ends_where_an_uninterrupted_one_does(trained
 
     with pytest.raises(Killed):
         run_rl_round(params, cut, "grpo", 0, 1, log=die_after_step_3)
+    return cut
+
+
+def test_a_killed_round_resumes_and_ends_where_an_uninterrupted_one_does(trained_smoke, tmp_path):
+    _, paths, _ = trained_smoke
+    params = params_for(["grpo"], **{"rl.steps_per_round": 4, "rl.save_every": 2})
+    whole = copy_outputs(paths, tmp_path / "whole", "dataset", "base_model", "warmstart_model")
+    run_rl_start(params.rl.start, whole, "grpo", 0)
+    run_rl_round(params, whole, "grpo", 0, 1)
+
+    cut = killed_round(params, paths, tmp_path / "cut")
     assert not cut.rl_round("grpo", 0, 1).exists()  # nothing half-written
     state = json.loads((cut.checkpoints / "rl" / "grpo" / "s0" / "r1" / "state.json").read_text())
     assert state["step"] == 2
@@ -107,3 +113,20 @@ def test_unknown_arm_seed_or_round_is_refused(trained_smoke):
         run_rl_round(params, paths, "mrt_star", 0, 1)
     with pytest.raises(ValueError, match="not in rl.arms"):
         run_rl_round(params, paths, "grpo", 0, 2)
+
+
+def test_a_crafted_pickle_in_the_resume_state_is_refused_not_run(trained_smoke, tmp_path):
+    from mrt_lib.resume import UnsafeStateError
+    from tests.tasks.test_train_base import _Payload
+
+    _, paths, _ = trained_smoke
+    params = params_for(["grpo"], **{"rl.steps_per_round": 4, "rl.save_every": 2})
+    cut = killed_round(params, paths, tmp_path / "cut")
+    state = cut.checkpoints / "rl" / "grpo" / "s0" / "r1"
+    (rng,) = (state / "accelerate").glob("random_states_*.pkl")
+    marker = tmp_path / "ran"
+    torch.save({"step": 2, "payload": _Payload(str(marker))}, rng)  # the fingerprint stays valid
+    with pytest.raises(UnsafeStateError, match="holds more than tensors and plain data"):
+        run_rl_round(params, cut, "grpo", 0, 1)
+    assert not marker.exists() and not state.exists()  # never ran; the state is gone
+    assert run_rl_round(params, cut, "grpo", 0, 1)["steps"] == 4  # the next run starts over

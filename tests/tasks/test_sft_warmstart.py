@@ -102,3 +102,26 @@ def test_replay_with_backtracks_and_the_new_token_found_against_plain_replay(smo
     new = init_new_action_tokens(model, tok, with_bt, plain)
     assert new == [tok.convert_tokens_to_ids("^")]
     assert torch.isfinite(model.get_input_embeddings().weight).all()
+
+
+def test_a_crafted_pickle_in_a_checkpoint_is_refused_not_run(trained_smoke, tmp_path):
+    import torch
+
+    from mrt_lib.resume import UnsafeStateError
+    from tests.tasks.test_train_base import _Payload
+
+    params, paths, _ = trained_smoke
+    paths = copy_outputs(paths, tmp_path, "dataset", "base_model", "backtracks")
+
+    def kill_at_4(metrics, step):
+        if step >= 4:
+            raise Killed(step)
+
+    with pytest.raises(Killed):
+        run_sft_warmstart(params, paths, log=kill_at_4)
+    checkpoint = paths.checkpoints / "sft_warmstart" / "checkpoint-2"
+    marker = tmp_path / "ran"
+    torch.save({"payload": _Payload(str(marker))}, checkpoint / "optimizer.pt")
+    with pytest.raises(UnsafeStateError, match="holds more than tensors and plain data"):
+        run_sft_warmstart(params, paths)
+    assert not marker.exists() and not (paths.checkpoints / "sft_warmstart").exists()
