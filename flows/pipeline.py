@@ -20,7 +20,7 @@ from prefect import flow, task
 
 from mrt_lib.common import LOCKS, LockedError, entry_environment, exclusive_lock
 from mrt_lib.config import load_params_or_exit
-from mrt_lib.prefect_server import ephemeral_api
+from mrt_lib.prefect_server import ephemeral_api, note_flow_run
 from mrt_lib.tracking import PARENT_RUN_ENV, PIPELINE_RUN_ENV, new_pipeline_run_id, start_parent_run
 
 STAGES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "rl_start",
@@ -63,6 +63,7 @@ def dvc_stage(stage: str, repo_dir: str, env: dict[str, str]) -> str:
 def mrt_pipeline(repo_dir: str = ".", stages: tuple[str, ...] | None = None) -> list[str]:
     """Run ``stages`` (default: every stage of dvc.yaml) in order, one Prefect task per stage
     and per RL round; their MLflow runs are nested under one parent run."""
+    note_flow_run()
     params = load_params_or_exit(Path(repo_dir) / "params.yaml")
     with workspace_lock(repo_dir):
         return _run_stages(repo_dir, params, stages)

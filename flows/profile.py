@@ -24,6 +24,7 @@ from flows.pipeline import _dvc, mrt_pipeline, run_flow, workspace_lock
 from mrt_lib.common import entry_environment, write_text_atomic
 from mrt_lib.config import load_params_or_exit, read_params_file
 from mrt_lib.layout import PACKAGES
+from mrt_lib.prefect_server import note_flow_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,6 +60,7 @@ def prepare_workspace(profile: str, workdir: str) -> str:
 def run_profile(profile: str, workdir: str | None = None) -> str:
     """Run every stage of the pipeline under ``profile`` in its workspace; returns the path of
     the report's comparison of the RL arms."""
+    note_flow_run()
     path = Path(profile)
     load_params_or_exit(path)  # a bad profile stops here, before any workspace is made
     workdir = workdir or str(REPO / "runs" / workspace_name(path))

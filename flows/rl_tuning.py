@@ -22,9 +22,11 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.pipeline import run_flow
 from mrt_lib.common import Paths, entry_environment, setup_process
 from mrt_lib.config import load_params
 from mrt_lib.measurements import record
+from mrt_lib.prefect_server import note_flow_run
 from tasks.rl_round import run_rl_round
 from tasks.rl_start import run_rl_start
 
@@ -63,13 +65,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="benchmarks/results/rl_tuning.json")
     args = parser.parse_args(argv)
     entry_environment()  # in-process rounds from the pipeline's local folders: no hub, no telemetry
-    best = rl_tuning(args.root, args.params, args.arms, args.threads, args.out)
+    best = run_flow(rl_tuning, root=args.root, params_file=args.params, arms=args.arms, threads=args.threads,
+                    out=args.out)
     print("best per arm:", json.dumps(best, indent=1))
 
 
 @flow(name="mrt-rl-tuning", log_prints=True)
 def rl_tuning(root: str, params_file: str, arms: list[str], threads: int, out: str) -> dict:
     """Every setting of every arm, one round each on the validation problems; the best per arm."""
+    note_flow_run()
     base = Path(root).resolve()
     rows = []
     for arm in arms:

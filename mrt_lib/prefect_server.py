@@ -6,7 +6,8 @@ it, and the server runs on forever. ``ephemeral_api`` starts that same server up
 one Prefect would start: ``SubprocessASGIServer()``, so the flow's client uses it), records its
 pid beside ours under ``PREFECT_HOME``, and stops it on exit; at the next start it stops the
 servers whose recorded owner is gone. Nothing is managed when ``PREFECT_API_URL`` names a
-server (a team's, or Prefect Cloud).
+server (a team's, or Prefect Cloud). Flow bodies call ``note_flow_run`` so that the runs of a
+killed flow, which Prefect would show RUNNING forever, are marked CRASHED at the next start.
 """
 
 from __future__ import annotations
@@ -50,32 +51,82 @@ def _stop(pid: int, grace_s: float = 5.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def stop_orphaned_servers(folder: Path | None = None) -> list[int]:
-    """Stop the temporary servers recorded by flow processes of this host that are gone; returns
-    their pids. A record whose owner lives, or of another host, is left alone."""
-    folder = folder or records_dir()
-    stopped = []
+def _orphaned_records(folder: Path) -> list[tuple[Path, dict]]:
+    """Records of flow processes of this host that are gone (another host's, or a live owner's,
+    are left alone)."""
+    out = []
     for path in sorted(folder.glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("host") != socket.gethostname() or pid_alive(int(record["owner"])):
-            continue
+        if record.get("host") == socket.gethostname() and not pid_alive(int(record["owner"])):
+            out.append((path, record))
+    return out
+
+
+def stop_orphaned_servers(folder: Path | None = None) -> list[int]:
+    """Stop the temporary servers recorded by flow processes of this host that are gone; returns
+    their pids. Their records stay until ``crash_orphaned_runs`` has read their flow runs."""
+    stopped = []
+    for _, record in _orphaned_records(folder or records_dir()):
         server = int(record["server"])
         if pid_alive(server) and _is_prefect_server(server):
             _stop(server)
             stopped.append(server)
             print(f"stopped Prefect's temporary server (pid {server}) left by a killed flow (pid {record['owner']})",
                   file=sys.stderr)
-        path.unlink(missing_ok=True)
     return stopped
+
+
+def crash_orphaned_runs(folder: Path | None = None) -> list[str]:
+    """Mark CRASHED the flow runs that killed flow processes of this host left unfinished (they
+    would stay RUNNING forever), then drop those processes' records; returns the run ids. Needs
+    the API (the next flow's own server): the runs live in Prefect's database."""
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    marked = []
+    for path, record in _orphaned_records(folder or records_dir()):
+        runs = record.get("flow_runs", [])
+        try:
+            with get_client(sync_client=True) as client:
+                for run_id in runs:
+                    state = client.read_flow_run(run_id).state
+                    if state is not None and not state.is_final():
+                        message = f"its process (pid {record['owner']}) was killed; found by the next flow"
+                        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                        marked.append(run_id)
+                        print(f"marked flow run {run_id} crashed: {message}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping must never stop the new flow
+            print(f"could not mark the flow runs of killed pid {record['owner']} crashed: {exc}", file=sys.stderr)
+        path.unlink(missing_ok=True)
+    return marked
+
+
+def _record() -> Path:
+    return records_dir() / f"{socket.gethostname()}-{os.getpid()}.json"
+
+
+def note_flow_run() -> None:
+    """First thing in a flow's body: add its run id to this process's record, so that a kill
+    leaves a run the next start can mark CRASHED. Nothing to do without a record (a server
+    named by ``PREFECT_API_URL``, or a flow called from another one's process)."""
+    from prefect.runtime import flow_run
+
+    record = _record()
+    if record.exists() and flow_run.id:
+        data = json.loads(record.read_text())
+        data["flow_runs"] = [*data.get("flow_runs", []), str(flow_run.id)]
+        write_json_atomic(record, data)
+    kill_point("flow.started")
 
 
 @contextmanager
 def ephemeral_api() -> Iterator[str | None]:
     """For a flow's entry point: the API URL of this process's own temporary server (None when
-    ``PREFECT_API_URL`` names a server, which is then used as it is)."""
+    ``PREFECT_API_URL`` names a server, which is then used as it is). Servers and flow runs left
+    by killed flows of this host are cleaned up first."""
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL
 
@@ -86,10 +137,10 @@ def ephemeral_api() -> Iterator[str | None]:
     stop_orphaned_servers(folder)
     server = SubprocessASGIServer()
     server.start()
-    record = folder / f"{socket.gethostname()}-{os.getpid()}.json"
+    crash_orphaned_runs(folder)
+    record = _record()
     write_json_atomic(record, {"host": socket.gethostname(), "owner": os.getpid(),
                                "server": server.server_process.pid, "port": server.port})
-    kill_point("flow.server_started")
     try:
         yield server.api_url
     finally:

@@ -152,23 +152,56 @@ def test_a_kill_inside_an_atomic_write_leaves_a_temp_the_next_write_removes_and_
         assert (ws / "data" / "dataset" / name).read_bytes() == (clean / "data" / "dataset" / name).read_bytes()
 
 
-def test_a_killed_flow_process_leaves_a_server_the_next_start_stops(tmp_path):
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), **{KILL_AT_ENV: "flow.server_started"})
+FLOW = """
+from prefect import flow
+from mrt_lib.prefect_server import ephemeral_api, note_flow_run
+
+@flow(name="mrt-kill-test")
+def body():
+    note_flow_run()  # MRT_TEST_KILL_AT=flow.started kills the process right after it
+    return "done"
+
+with ephemeral_api():
+    print(body())
+"""
+READ_RUNS = """
+from prefect import get_client
+from mrt_lib.prefect_server import ephemeral_api
+
+with ephemeral_api():
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs():
+            print(run.name, run.state.type.value)
+"""
+
+
+def flow_process(tmp_path, code: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"))
     env.pop("PREFECT_API_URL", None)
-    code = "from mrt_lib.prefect_server import ephemeral_api\nwith ephemeral_api():\n    pass\n"
-    # output to a file: the orphaned server keeps any pipe it inherited open
-    with open(tmp_path / "flow.log", "w") as log:
-        proc = subprocess.run([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600)
-    killed(proc)
+    env.pop(KILL_AT_ENV, None)
+    if kill_at:
+        env[KILL_AT_ENV] = kill_at
+    # output to files, not pipes: an orphaned server would keep an inherited pipe open
+    with open(tmp_path / "flow.out", "w") as out, open(tmp_path / "flow.log", "a") as log:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, stdout=out, stderr=log, timeout=600)
+    proc.stdout = (tmp_path / "flow.out").read_text()
+    return proc
+
+
+def test_a_killed_flow_leaves_a_server_and_a_running_run_the_next_start_cleans_up(tmp_path):
+    killed(flow_process(tmp_path, FLOW, kill_at="flow.started"))
     (record,) = (tmp_path / "prefect" / "mrt-ephemeral").glob("*.json")
-    server = json.loads(record.read_text())["server"]
+    data = json.loads(record.read_text())
+    server, (run_id,) = data["server"], data["flow_runs"]
     assert Path(f"/proc/{server}").exists()  # orphaned: still serving
-    env.pop(KILL_AT_ENV)
-    code = "from mrt_lib.prefect_server import stop_orphaned_servers\nprint(stop_orphaned_servers())\n"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and proc.stdout.strip() == f"[{server}]", proc.stdout + proc.stderr
-    for _ in range(100):  # reaped by init once it exits
-        if not Path(f"/proc/{server}").exists() or "Z" in Path(f"/proc/{server}/stat").read_text().split()[2]:
+    proc = flow_process(tmp_path, READ_RUNS)  # the next flow process
+    assert proc.returncode == 0, (tmp_path / "flow.log").read_text()[-3000:]
+    states = dict(line.split() for line in proc.stdout.splitlines())
+    assert list(states.values()) == ["CRASHED"], states  # not RUNNING forever
+    log = (tmp_path / "flow.log").read_text()
+    assert f"stopped Prefect's temporary server (pid {server})" in log and f"marked flow run {run_id} crashed" in log
+    for _ in range(100):  # the orphan exits (and is reaped by init)
+        if not Path(f"/proc/{server}").exists() or Path(f"/proc/{server}/stat").read_text().split()[2] == "Z":
             break
         time.sleep(0.1)
     else:
