@@ -144,5 +144,15 @@ def ephemeral_api() -> Iterator[str | None]:
     try:
         yield server.api_url
     finally:
+        _drain_logs()  # the flow's last log lines go out while the server still listens
         server.stop()
         record.unlink(missing_ok=True)
+
+
+def _drain_logs() -> None:
+    try:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
+    except Exception:  # noqa: BLE001 - logs are best effort; stopping the server is not
+        pass
