@@ -16,11 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
 from mrt_lib.common import LOCKS, LockedError, entry_environment, exclusive_lock
 from mrt_lib.config import load_params_or_exit
 from mrt_lib.prefect_server import ephemeral_api, note_flow_run
+from mrt_lib.streaming import stream_lines
 from mrt_lib.tracking import PARENT_RUN_ENV, PIPELINE_RUN_ENV, new_pipeline_run_id, start_parent_run
 
 STAGES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "rl_start",
@@ -50,13 +51,18 @@ def _dvc() -> str:
 
 @task(name="dvc-stage", retries=0, cache_policy=None)
 def dvc_stage(stage: str, repo_dir: str, env: dict[str, str]) -> str:
-    """Run one stage through DVC; DVC skips it when nothing it depends on changed."""
-    proc = subprocess.run([_dvc(), "repro", "--single-item", stage], cwd=repo_dir, env=env,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = proc.stdout[-3000:] + proc.stderr[-3000:]
-        raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n{tail}")
-    return proc.stdout
+    """Run one stage through DVC; DVC skips it when nothing it depends on changed. Its output
+    goes to the run's log while it runs (progress bars every 10 s); returns the output's tail."""
+    logger = get_run_logger()
+    proc = subprocess.Popen([_dvc(), "repro", "--single-item", stage], cwd=repo_dir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        tail = stream_lines(proc.stdout, lambda line: logger.info(f"{stage}: {line}"))
+    finally:
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f"stage {stage} failed (exit {code}):\n{tail}")
+    return tail
 
 
 @flow(name="mrt-pipeline", log_prints=True)
