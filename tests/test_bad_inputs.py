@@ -145,6 +145,8 @@ CASES = [
      "build_star_data.model = 'grpo'"),
     ("a meta-prover estimator is known", rl_round, with_value("meta_prover.estimator", "mc"),
      "meta_prover.estimator = 'mc'"),
+    ("a champion gate metric is known", build_dataset, with_value("retrain.gate_metric", "loss"),
+     "retrain.gate_metric = 'loss'"),
     ("evaluate.rl_rounds is all or last", evaluate, with_value("evaluate.rl_rounds", "first"),
      "evaluate.rl_rounds = 'first'"),
     # lists: RL arms, seeds, rounds, budgets

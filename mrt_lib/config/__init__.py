@@ -35,6 +35,7 @@ from mrt_lib.config.sections import (
     MetaProverConfig,
     ModelConfig,
     PolicyConfig,
+    RetrainConfig,
     RuntimeConfig,
     Section,
     SftWarmstartConfig,
@@ -49,7 +50,8 @@ __all__ = [
     "ConfigError", "format_validation_error", "load_params", "load_params_or_exit", "read_params_file",
     "stage_params", "Params", "Section", "EnvConfig", "RuntimeConfig", "GenerationConfig", "ColumnsConfig",
     "EmbeddedSource", "HFSplitConfig", "HFSource", "FilesSource", "SourceConfig", "ContaminationConfig",
-    "BuildDatasetConfig", "TemplateConfig", "GraderConfig", "MetaProverConfig", "PolicyConfig", "ModelConfig",
+    "BuildDatasetConfig", "TemplateConfig", "GraderConfig", "MetaProverConfig", "PolicyConfig", "RetrainConfig",
+    "ModelConfig",
     "TrainBaseConfig", "EvaluateConfig", "SynthesizeBacktracksConfig", "SftWarmstartConfig",
     "BuildStarDataConfig", "RoundLink", "RlConfig", "TUNABLE", "Split", "StageConfig", "for_stage",
 ]

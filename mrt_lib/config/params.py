@@ -17,6 +17,7 @@ from mrt_lib.config.sections import (
     GraderConfig,
     MetaProverConfig,
     PolicyConfig,
+    RetrainConfig,
     RuntimeConfig,
     Section,
     SftWarmstartConfig,
@@ -43,6 +44,7 @@ class Params(Section):
     build_star_data: BuildStarDataConfig = BuildStarDataConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     rl: RlConfig = RlConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     @model_validator(mode="after")
     def _models_exist(self) -> "Params":

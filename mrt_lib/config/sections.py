@@ -176,6 +176,18 @@ class GraderConfig(Section):
                                      "machine: the accuracies would measure its load)")
 
 
+class RetrainConfig(Section):
+    """Scheduled retraining: the registered model and the champion gate (``mrt_lib.champion``)."""
+
+    model_name: str = Field("mrt-policy", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                            description="the registered model in MLflow's registry")
+    gate_metric: Literal["regret", "accuracy"] = Field("regret", description="compared per test problem at the "
+                                                       "training budget C_0 (regret: lower is better)")
+    gate_margin: float = Field(0.01, ge=0, le=1, description="the mean paired gain a challenger needs")
+    gate_level: float = Field(0.95, gt=0.5, lt=1, description="its paired interval at this level must exclude 0")
+    keep_challengers: int = Field(3, ge=0, description="candidate workspaces kept besides the champion's")
+
+
 class MetaProverConfig(Section):
     """How ``J(mu | c)`` is estimated wherever the pipeline reads it (METHOD.md (2)-(3))."""
 
