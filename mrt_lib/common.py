@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -237,17 +238,12 @@ def remove_stale_temps(target: Path) -> list[Path]:
     is gone); a live writer's, or another host's (shared disks), stay. Returns what was removed."""
     removed = []
     prefix = _temp_prefix(target.name)
-    for tmp in target.parent.glob(f"{glob_escape(prefix)}*"):
+    for tmp in target.parent.glob(f"{glob.escape(prefix)}*"):
         pid = tmp.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
     return removed
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with glob's special characters escaped (host names may hold none, but be safe)."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 @contextmanager

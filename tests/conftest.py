@@ -6,14 +6,9 @@ from pathlib import Path
 
 import pytest
 
-for key, value in {
-    "HF_HUB_OFFLINE": "1",
-    "DO_NOT_TRACK": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
+from mrt_lib.common import OFFLINE_ENV, QUIET_ENV  # what every entry point sets
+
+for key, value in {**QUIET_ENV, **OFFLINE_ENV}.items():
     os.environ.setdefault(key, value)
 
 REPO = Path(__file__).resolve().parents[1]
