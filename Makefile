@@ -3,6 +3,8 @@
 # make test-e2e : the tests that start servers or launchers or kill processes (under 30 minutes)
 # make flow  : the same pipeline as a Prefect flow (ephemeral API, no server to start)
 # make headline : the headline experiment (profiles/params_headline.yaml) in its own workspace runs/headline
+# make retrain  : scheduled retraining once, here (flows/retrain.py): skip, or train + register + gate
+# make server / make worker / make deploy / make status : team use on a Prefect server (docs/TEAM.md)
 #
 # Override the torch install on other machines, e.g.
 #   make run TORCH_SPEC="torch==2.13.0" TORCH_PIP_ARGS="--index-url <your CUDA or CPU wheel index>"
@@ -26,7 +28,12 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup constraints run flow headline test test-e2e lint ui clean-outputs
+# a team's Prefect server: `make server` starts one here; worker, deploy and status talk to it
+PREFECT_PORT ?= 4200
+SERVER_API ?= http://127.0.0.1:$(PREFECT_PORT)/api
+POOL ?= mrt-process
+
+.PHONY: setup constraints run flow headline retrain server worker deploy status test test-e2e lint ui clean-outputs
 
 setup: $(STAMP)
 
@@ -51,6 +58,25 @@ flow: $(STAMP)
 
 headline: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.profile profiles/params_headline.yaml
+
+retrain: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.retrain
+
+# the server's SQLite database is .prefect/prefect.db; the UI at http://127.0.0.1:$(PREFECT_PORT)
+server: $(STAMP)
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# a process worker: runs the deployments' flows in this clone (MRT_REPO, read by prefect.yaml)
+worker: $(STAMP)
+	PREFECT_API_URL=$(SERVER_API) MRT_REPO=$(CURDIR) PATH="$(CURDIR)/$(BIN):$$PATH" \
+	  $(BIN)/prefect worker start --pool $(POOL) --type process
+
+deploy: $(STAMP)
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect work-pool create $(POOL) --type process --overwrite
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect --no-prompt deploy --all
+
+status: $(STAMP)
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/python -m flows.status
 
 test: $(STAMP)
 	$(BIN)/ruff check mrt_core mrt_lib tasks flows tests benchmarks

@@ -2,30 +2,53 @@
 
 Each Prefect task runs one stage through DVC (``dvc repro --single-item <stage>``), so both
 paths share ``dvc.lock`` and skip what is unchanged; Prefect adds retries, observability and
-(at scale) deployments. Locally it uses Prefect's ephemeral API: no server to start.
+deployments (``prefect.yaml``: ``mrt-pipeline/local``, ``mrt-pipeline/headline``). The default
+profile runs in the repository; any other in its own workspace (``flows/workspace.py``). From
+the command line it uses Prefect's ephemeral API (no server to start) unless
+``PREFECT_API_URL`` names a server.
 
-    python -m flows.pipeline                 # or: make flow
+    python -m flows.pipeline                                  # or: make flow
+    python -m flows.pipeline --profile tests/params_smoke.yaml  # in runs/smoke/
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import re
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from prefect import flow, get_run_logger, task
 
-from mrt_lib.common import LOCKS, LockedError, entry_environment, exclusive_lock
-from mrt_lib.config import load_params_or_exit
-from mrt_lib.prefect_server import ephemeral_api, note_flow_run
+from flows.workspace import (
+    DEFAULT_PROFILE,
+    dvc_executable,
+    prepare_workspace,
+    profile_path,
+    runs_in_place,
+    workspace_for,
+    workspace_lock,
+    workspace_name,
+)
+from mrt_lib.common import LockedError, entry_environment
+from mrt_lib.config import ConfigError, load_params
+from mrt_lib.prefect_server import ServerUnreachable, ephemeral_api, note_flow_run
 from mrt_lib.streaming import stream_lines
 from mrt_lib.tracking import PARENT_RUN_ENV, PIPELINE_RUN_ENV, new_pipeline_run_id, start_parent_run
 
 STAGES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "rl_start",
           "rl_round", "evaluate", "report")
+# a failed run of these is retried once: they write their outputs whole or not at all. The
+# training stages are not: a half-finished one resumes from its state when the flow is re-run.
+RETRY_SAFE = ("build_dataset", "synthesize_backtracks", "build_star_data", "rl_start", "evaluate", "report")
+BAD_INPUT = re.compile(r"exited with 2\b")  # a stage's own exit status for bad input: a retry cannot help
+STOP_GRACE_S = 10.0
 
 
 def stage_order(name: str) -> tuple:
@@ -39,48 +62,109 @@ def stage_order(name: str) -> tuple:
 def pipeline_stages(repo_dir: str, env: dict[str, str] | None = None) -> list[str]:
     """Every stage of the repository's dvc.yaml (matrix stages expanded by DVC from params),
     in an order that respects the graph: one Prefect task each."""
-    proc = subprocess.run([_dvc(), "stage", "list", "--name-only"], cwd=repo_dir, env=env, capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run([dvc_executable(), "stage", "list", "--name-only"], cwd=repo_dir, env=env,
+                          capture_output=True, text=True, check=True)
     return sorted(proc.stdout.split(), key=stage_order)
 
 
-def _dvc() -> str:
-    exe = Path(sys.executable).with_name("dvc")
-    return str(exe) if exe.exists() else (shutil.which("dvc") or "dvc")
+class StageFailed(RuntimeError):
+    """A stage exited non-zero; the message names it and ends with the tail of its output."""
+
+
+def _retry_unless_bad_input(task, task_run, state) -> bool:
+    exc = state.result(raise_on_failure=False)
+    return not (isinstance(exc, StageFailed) and BAD_INPUT.search(str(exc)))
+
+
+@contextmanager
+def stage_process(args: list[str], cwd: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """A stage in a process group of its own (DVC and the Python it starts), ended with the flow:
+    when the flow stops (SIGTERM, which Prefect raises as an exception, or SIGINT) the whole group
+    gets SIGTERM, then SIGKILL after a grace period, so no stage outlives its flow."""
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        yield proc
+    except BaseException:
+        _end_group(proc)
+        raise
+    finally:
+        proc.stdout.close()
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(STOP_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @task(name="dvc-stage", retries=0, cache_policy=None)
 def dvc_stage(stage: str, repo_dir: str, env: dict[str, str]) -> str:
     """Run one stage through DVC; DVC skips it when nothing it depends on changed. Its output
-    goes to the run's log while it runs (progress bars every 10 s); returns the output's tail."""
+    goes to the run's log while it runs (progress bars every 10 s); returns the output's tail.
+    A failure raises ``StageFailed`` with the stage's name and the tail of its output."""
     logger = get_run_logger()
-    proc = subprocess.Popen([_dvc(), "repro", "--single-item", stage], cwd=repo_dir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+    with stage_process([dvc_executable(), "repro", "--single-item", stage], repo_dir, env) as proc:
         tail = stream_lines(proc.stdout, lambda line: logger.info(f"{stage}: {line}"))
-    finally:
         code = proc.wait()
     if code != 0:
-        raise RuntimeError(f"stage {stage} failed (exit {code}):\n{tail}")
+        raise StageFailed(f"stage {stage} failed (exit {code}) in {repo_dir}; the end of its output:\n{tail}")
     return tail
 
 
-@flow(name="mrt-pipeline", log_prints=True)
-def mrt_pipeline(repo_dir: str = ".", stages: tuple[str, ...] | None = None) -> list[str]:
-    """Run ``stages`` (default: every stage of dvc.yaml) in order, one Prefect task per stage
-    and per RL round; their MLflow runs are nested under one parent run."""
+def stage_task(stage: str):
+    """The Prefect task of one stage: named after it, retried once where that is safe."""
+    safe = stage.partition("@")[0] in RETRY_SAFE
+    return dvc_stage.with_options(name=f"stage:{stage}", retries=1 if safe else 0, retry_delay_seconds=5,
+                                  retry_condition_fn=_retry_unless_bad_input if safe else None)
+
+
+def pipeline_run_name() -> str:
+    """A flow run's name: the workspace and the start time (``smoke-20261202-0412``)."""
+    from prefect.runtime import flow_run
+
+    profile = flow_run.parameters.get("profile", DEFAULT_PROFILE)
+    name = "default" if Path(profile).name == DEFAULT_PROFILE else workspace_name(profile)
+    return f"{name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+
+@flow(name="mrt-pipeline", log_prints=True, flow_run_name=pipeline_run_name)
+def mrt_pipeline(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", workdir: str | None = None,
+                 stages: list[str] | None = None, share_cache: bool = True) -> dict[str, str]:
+    """Run ``stages`` (default: every stage of dvc.yaml) of the pipeline under ``profile`` (a
+    complete params file, relative to ``repo_dir``): the repository's ``params.yaml`` in the
+    repository, any other in ``workdir`` (default ``runs/<profile name>``). One Prefect task per
+    stage and RL round; their MLflow runs are nested under one parent run. Returns the workspace,
+    the pipeline run id (MLflow tag ``mrt.pipeline_run``) and the parent run's id."""
     note_flow_run()
-    params = load_params_or_exit(Path(repo_dir) / "params.yaml")
-    with workspace_lock(repo_dir):
-        return _run_stages(repo_dir, params, stages)
+    entry_environment(needs_hub=True)  # as in main(): a deployment's run starts here
+    ws = workspace_for(profile, repo_dir, workdir)
+    check_profile(profile, repo_dir)  # a bad profile stops here, before any workspace is made
+    with workspace_lock(ws):  # before the copy: a second run must not replace the code of a running one
+        if not runs_in_place(profile, repo_dir, workdir):
+            prepare_workspace(profile, str(ws), repo_dir, share_cache)
+        group, parent = _run_stages(str(ws), load_params(ws / "params.yaml"), stages)
+    print(f"pipeline {profile}: done; outputs and reports in {ws}")
+    return {"workspace": str(ws), "pipeline_run": group, "mlflow_parent_run": parent}
 
 
-def workspace_lock(repo_dir: str):
-    """One flow at a time per workspace (re-entrant: a profile's flow holds it around its copy)."""
-    return exclusive_lock(Path(repo_dir) / LOCKS / "workspace.lock", f"a pipeline flow in {Path(repo_dir).resolve()}")
+def check_profile(profile: str, repo_dir: str) -> None:
+    """Raises ``ConfigError`` naming the profile and every problem in it."""
+    path = profile_path(profile, repo_dir)
+    try:
+        load_params(path)
+    except ConfigError as exc:
+        raise ConfigError(f"profile {profile} ({path}): {exc}") from None
 
 
-def _run_stages(repo_dir: str, params, stages: tuple[str, ...] | None) -> list[str]:
+def _run_stages(repo_dir: str, params, stages: list[str] | None) -> tuple[str, str]:
     group = new_pipeline_run_id()
     cwd = os.getcwd()
     os.chdir(repo_dir)  # the tracking URI in params is relative to the repository
@@ -90,28 +174,38 @@ def _run_stages(repo_dir: str, params, stages: tuple[str, ...] | None) -> list[s
         os.chdir(cwd)
     env = dict(os.environ, **{PIPELINE_RUN_ENV: group, PARENT_RUN_ENV: parent})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    logs = []
     for stage in stages or pipeline_stages(repo_dir, env):
-        logs.append(dvc_stage.with_options(name=f"stage:{stage}")(stage, repo_dir, env))
+        stage_task(stage)(stage, repo_dir, env)
         print(f"stage {stage}: done")
-    return logs
+    return group, parent
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="a complete params file (default params.yaml)")
     parser.add_argument("--repo-dir", default=".")
+    parser.add_argument("--workdir", default=None, help="workspace of a profile (default runs/<profile name>)")
     args = parser.parse_args(argv)
     entry_environment(needs_hub=True)  # telemetry off; each stage decides about the hub for itself
-    run_flow(mrt_pipeline, repo_dir=args.repo_dir)
+    run_flow(mrt_pipeline, workspace_for(args.profile, args.repo_dir, args.workdir), profile=args.profile,
+             repo_dir=args.repo_dir, workdir=args.workdir)
 
 
-def run_flow(flow_fn, **kwargs):
-    """A flow from the command line: on this process's own temporary Prefect server (stopped on
-    exit; one left by a killed run is stopped first), a held workspace a one-line exit 1."""
+def run_flow(flow_fn, workspace: Path, **kwargs):
+    """A flow from the command line. Without a configured server: on this process's own
+    temporary Prefect server, its database in the workspace's ``.prefect/`` (stopped on exit;
+    one left by a killed run is stopped first). A held workspace, a bad profile or an
+    unreachable server: a one-line message and exit 1 (2 for the profile)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    home = {} if PREFECT_API_URL.value() else {PREFECT_HOME: str(Path(workspace).resolve() / ".prefect")}
     try:
-        with ephemeral_api():
+        with temporary_settings(updates=home), ephemeral_api():
             return flow_fn(**kwargs)
-    except LockedError as exc:
+    except ConfigError as exc:
+        print(f"{flow_fn.name}: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (LockedError, ServerUnreachable) as exc:
         print(f"{flow_fn.name}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 

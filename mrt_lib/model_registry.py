@@ -16,7 +16,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 ARTIFACT_PATH = "policy"
 
 
-def _client(tracking_uri: str):
+def registry_client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -36,7 +36,7 @@ def register_candidate(tracking_uri: str, name: str, model_dir: Path, tags: dict
 
     if not (Path(model_dir) / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} holds no saved model to register")
-    client = _client(tracking_uri)
+    client = registry_client(tracking_uri)
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -58,13 +58,13 @@ def version_by_alias(tracking_uri: str, name: str, alias: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        return _client(tracking_uri).get_model_version_by_alias(name, alias)
+        return registry_client(tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: str | int) -> None:
-    _client(tracking_uri).set_registered_model_alias(name, alias, str(version))
+    registry_client(tracking_uri).set_registered_model_alias(name, alias, str(version))
 
 
 def download(tracking_uri: str, name: str, alias: str, dest: Path) -> Path:

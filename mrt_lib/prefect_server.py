@@ -27,6 +27,23 @@ from mrt_lib.common import kill_point, pid_alive, write_json_atomic
 SERVER_APP = "prefect.server.api.server:create_app"  # in the command line of Prefect's temporary server
 
 
+class ServerUnreachable(RuntimeError):
+    """``PREFECT_API_URL`` names a server that does not answer; the message says what to do."""
+
+
+def check_server(api_url: str, timeout_s: float = 10.0) -> None:
+    """Raises ``ServerUnreachable`` unless the Prefect API at ``api_url`` answers its health check."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout_s)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServerUnreachable(
+            f"the Prefect server at PREFECT_API_URL={api_url} does not answer ({type(exc).__name__}: {exc}); "
+            "start it (make server) or unset PREFECT_API_URL to run on a temporary local server") from None
+
+
 def records_dir() -> Path:
     from prefect.settings import PREFECT_HOME
 
@@ -125,12 +142,13 @@ def note_flow_run() -> None:
 @contextmanager
 def ephemeral_api() -> Iterator[str | None]:
     """For a flow's entry point: the API URL of this process's own temporary server (None when
-    ``PREFECT_API_URL`` names a server, which is then used as it is). Servers and flow runs left
+    ``PREFECT_API_URL`` names a server, which is then used as it is, once it answers). Servers and flow runs left
     by killed flows of this host are cleaned up first."""
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL
 
     if PREFECT_API_URL.value():
+        check_server(PREFECT_API_URL.value())
         yield None
         return
     folder = records_dir()

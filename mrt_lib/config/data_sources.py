@@ -35,6 +35,10 @@ class EmbeddedSource(Section):
         """Datasets the source reads by name (hub ids or folders): none, the problems are generated."""
         return []
 
+    def inputs(self) -> list[tuple[str, str | None]]:
+        """What the source reads, as (path or hub id, revision): nothing, the problems are generated."""
+        return []
+
 
 class HFSplitConfig(Section):
     """One of our splits from a Hugging Face dataset split; unset fields fall back to the source's."""
@@ -91,6 +95,10 @@ class HFSource(Section):
         """Every dataset a split reads (a hub id or a save_to_disk folder)."""
         return sorted({self.split_config(split).dataset for split in self.splits})
 
+    def inputs(self) -> list[tuple[str, str | None]]:
+        """What the source reads, as (hub id or folder, revision), one per split."""
+        return [(c.dataset, c.revision) for c in (self.split_config(split) for split in sorted(self.splits))]
+
 
 class FilesSource(Section):
     """Local files: JSON Lines (.jsonl) or Parquet (.parquet), one or more per split."""
@@ -100,6 +108,10 @@ class FilesSource(Section):
     def dataset_names(self) -> list[str]:
         """Local files only: nothing is read from the hub."""
         return []
+
+    def inputs(self) -> list[tuple[str, str | None]]:
+        """What the source reads: every file of every split (no revision)."""
+        return [(name, None) for split in sorted(self.files) for name in self.files[split]]
     files: dict[Split, list[str]] = Field(description="our split -> paths (relative to the working directory); "
                                           "train and test needed, val optional (else cut from train)")
     columns: ColumnsConfig = ColumnsConfig()

@@ -56,6 +56,21 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
+    def _retrain_candidate_exists(self) -> "Params":
+        arm, seed = self.retrain.arm, self.retrain.seed
+        if arm is not None and arm not in self.rl.arms:
+            raise ValueError(f"retrain.arm={arm!r} is not an arm of rl.arms ({', '.join(self.rl.arms)})")
+        if seed is not None and seed not in self.rl.seeds:
+            raise ValueError(f"retrain.seed={seed} is not a seed of rl.seeds {self.rl.seeds}")
+        return self
+
+    def candidate_policy(self) -> tuple[str, int, int]:
+        """The arm, seed and round whose model scheduled retraining registers (``retrain``)."""
+        arm = self.retrain.arm or ("mrt_dense" if "mrt_dense" in self.rl.arms else self.rl.arms[-1])
+        seed = self.retrain.seed if self.retrain.seed is not None else self.rl.seeds[0]
+        return arm, seed, self.rl.rounds[-1].n
+
+    @model_validator(mode="after")
     def _variant_matches_env(self) -> "Params":
         variant, echo = self.synthesize_backtracks.variant, self.env.backtrack_echo
         if variant == "backtrack_shared_prefix" and not echo or variant == "backtrack_no_repeat" and echo:

@@ -186,6 +186,9 @@ class RetrainConfig(Section):
     gate_margin: float = Field(0.01, ge=0, le=1, description="the mean paired gain a challenger needs")
     gate_level: float = Field(0.95, gt=0.5, lt=1, description="its paired interval at this level must exclude 0")
     keep_challengers: int = Field(3, ge=0, description="candidate workspaces kept besides the champion's")
+    arm: str | None = Field(None, description="the RL arm whose last round is the candidate policy; null: mrt_dense "
+                            "when it is an arm, else the last of rl.arms")
+    seed: int | None = Field(None, description="that arm's seed; null: the first of rl.seeds")
 
 
 class MetaProverConfig(Section):

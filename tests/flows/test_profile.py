@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from flows.profile import run_profile
+from flows.pipeline import mrt_pipeline
 from mrt_lib.common import LOCKS, LockedError
 from tests.conftest import REPO
 from tests.mrt_lib.test_common import hold
@@ -17,7 +17,7 @@ def test_a_second_run_of_a_profile_leaves_the_running_workspace_alone(tmp_path):
     fd = hold(ws / LOCKS / "workspace.lock")
     try:
         with pytest.raises(LockedError, match="is already running"):
-            run_profile.fn(str(REPO / "tests" / "params_smoke.yaml"), str(ws))  # the flow's body, no engine
+            mrt_pipeline.fn(str(REPO / "tests" / "params_smoke.yaml"), str(REPO), str(ws))  # the flow's body, no engine
     finally:
         os.close(fd)
     assert sorted(p.name for p in (ws / "mrt_core").iterdir()) == ["marker.py"]  # not re-copied

@@ -1,0 +1,60 @@
+"""``prefect.yaml`` checked offline: Prefect's own model of the file accepts it, it holds no
+absolute path, every deployment's flow imports with the name the deployment is registered
+under, and its parameters (a profile that loads) pass the flow's typed signature."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.cli.deploy._models import PrefectYamlModel
+from prefect.flows import load_flow_from_entrypoint
+
+from mrt_lib.config import load_params
+from tests.conftest import REPO
+
+RAW = yaml.safe_load((REPO / "prefect.yaml").read_text())
+MODEL = PrefectYamlModel.model_validate(RAW)
+FLOWS = {"local": "mrt-pipeline", "headline": "mrt-pipeline", "nightly": "mrt-retrain"}
+
+
+def strings(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from strings(k)
+            yield from strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
+def test_no_absolute_path_the_clone_comes_from_the_worker():
+    absolute = [s for s in strings(RAW) if s.startswith(("/", "~")) or re.match(r"^[A-Za-z]:\\", s) or str(REPO) in s]
+    assert absolute == []
+    pull = RAW["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"]
+    assert pull == "{{ $MRT_REPO }}"  # resolved by the worker at run time (Makefile: make worker)
+
+
+def test_the_deployments_the_team_needs():
+    deps = {d.name: d for d in MODEL.deployments}
+    assert set(deps) == set(FLOWS)
+    for d in deps.values():
+        assert d.work_pool.name == "mrt-process"
+        assert d.concurrency_limit.limit == 1 and d.concurrency_limit.collision_strategy == "ENQUEUE"
+    (nightly,) = deps["nightly"].schedules
+    assert nightly.cron == "0 3 * * *" and nightly.active is False  # off until a team turns it on
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+def test_every_deployment_has_a_flow_that_imports_and_takes_its_parameters(name, monkeypatch):
+    monkeypatch.chdir(REPO)
+    dep = next(d for d in MODEL.deployments if d.name == name)
+    flow = load_flow_from_entrypoint(dep.entrypoint)
+    assert flow.name == FLOWS[name]
+    checked = flow.validate_parameters(dict(dep.parameters))
+    assert isinstance(checked["profile"], str)
+    load_params(Path(REPO) / checked["profile"])  # the profile it names is a valid params file
+    with pytest.raises(Exception, match="profile"):
+        flow.validate_parameters({"profile": ["not", "a", "path"]})  # typed: a wrong type is refused
