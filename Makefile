@@ -57,7 +57,7 @@ flow: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline
 
 headline: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.profile profiles/params_headline.yaml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.profile_run profiles/params_headline.yaml
 
 retrain: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.retrain
@@ -73,7 +73,7 @@ worker: $(STAMP)
 
 deploy: $(STAMP)
 	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect work-pool create $(POOL) --type process --overwrite
-	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect --no-prompt deploy --all
+	PREFECT_API_URL=$(SERVER_API) env -u MRT_REPO $(BIN)/prefect --no-prompt deploy --all
 
 status: $(STAMP)
 	PREFECT_API_URL=$(SERVER_API) $(BIN)/python -m flows.status

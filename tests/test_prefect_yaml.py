@@ -58,3 +58,13 @@ def test_every_deployment_has_a_flow_that_imports_and_takes_its_parameters(name,
     load_params(Path(REPO) / checked["profile"])  # the profile it names is a valid params file
     with pytest.raises(Exception, match="profile"):
         flow.validate_parameters({"profile": ["not", "a", "path"]})  # typed: a wrong type is refused
+
+
+def test_no_flow_module_shadows_the_standard_library():
+    """Prefect loads a deployment's entrypoint with its folder first on sys.path, so a
+    ``flows/profile.py`` would be imported as the standard library's ``profile`` (which
+    cProfile, and so torch, imports): measured, the retraining flow crashed at import."""
+    import sys
+
+    names = {p.stem for p in (REPO / "flows").glob("*.py")}
+    assert names & set(sys.stdlib_module_names) == set()

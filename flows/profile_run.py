@@ -8,7 +8,7 @@ interrupted RL round; a code change re-runs what depends on it. Outputs, ``dvc.l
 ``mlflow.db`` stay in the workspace, so the main pipeline's are never touched; DVC's cache is
 shared with the repository, so upstream stages with the default's params are restored, not re-run.
 
-    python -m flows.profile profiles/params_headline.yaml      # or: make headline
+    python -m flows.profile_run profiles/params_headline.yaml      # or: make headline
 """
 
 from __future__ import annotations
