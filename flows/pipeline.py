@@ -191,6 +191,22 @@ def main(argv: list[str] | None = None) -> None:
              repo_dir=args.repo_dir, workdir=args.workdir)
 
 
+@contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` instead of ending the process at once. Prefect's engine
+    turns SIGTERM into an exception inside a flow, ends the flow run, then re-sends the signal to
+    the handler it found: with the default one the process died there, and the temporary server
+    was left running; with this one the ``finally`` blocks run and stop it."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_flow(flow_fn, workspace: Path, **kwargs):
     """A flow from the command line. Without a configured server: on this process's own
     temporary Prefect server, its database in the workspace's ``.prefect/`` (stopped on exit;
@@ -200,7 +216,7 @@ def run_flow(flow_fn, workspace: Path, **kwargs):
 
     home = {} if PREFECT_API_URL.value() else {PREFECT_HOME: str(Path(workspace).resolve() / ".prefect")}
     try:
-        with temporary_settings(updates=home), ephemeral_api():
+        with temporary_settings(updates=home), sigterm_exits(), ephemeral_api():
             return flow_fn(**kwargs)
     except ConfigError as exc:
         print(f"{flow_fn.name}: config error: {exc}", file=sys.stderr)

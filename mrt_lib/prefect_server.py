@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -154,7 +155,8 @@ def ephemeral_api() -> Iterator[str | None]:
     folder = records_dir()
     stop_orphaned_servers(folder)
     server = SubprocessASGIServer()
-    server.start()
+    with _children_in_own_session():
+        server.start()
     crash_orphaned_runs(folder)
     record = _record()
     write_json_atomic(record, {"host": socket.gethostname(), "owner": os.getpid(),
@@ -165,6 +167,27 @@ def ephemeral_api() -> Iterator[str | None]:
         _drain_logs()  # the flow's last log lines go out while the server still listens
         server.stop()
         record.unlink(missing_ok=True)
+
+
+@contextmanager
+def _children_in_own_session() -> Iterator[None]:
+    """Processes started meanwhile get a session of their own. For the temporary server: Ctrl-C
+    in a terminal sends SIGINT to the whole foreground process group, and a server in the flow's
+    group died with it while the flow, still stopping, retried its API calls for minutes
+    (measured). In its own session only this process stops it (or the next start, if this one is
+    killed). Prefect starts it with ``subprocess.Popen`` and takes no such option."""
+    real = subprocess.Popen
+
+    class Popen(real):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    subprocess.Popen = Popen
+    try:
+        yield
+    finally:
+        subprocess.Popen = real
 
 
 def _drain_logs() -> None:
