@@ -161,7 +161,7 @@ def check_profile(profile: str, repo_dir: str) -> None:
     try:
         load_params(path)
     except ConfigError as exc:
-        raise ConfigError(f"profile {profile} ({path}): {exc}") from None
+        raise ConfigError(f"profile {profile}: {exc}") from None
 
 
 def _run_stages(repo_dir: str, params, stages: list[str] | None) -> tuple[str, str]:

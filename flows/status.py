@@ -40,7 +40,7 @@ def deployment_lines(last: int = 3) -> list[str]:
                 took = f"{run.total_run_time.total_seconds():.0f} s" if run.total_run_time else ""
                 lines.append(f"  {run.name:28s} {state:10s} {start}  {took}")
                 if run.state and run.state.is_failed() and run.state.message:
-                    lines.append(f"    {run.state.message.splitlines()[0][:160]}")
+                    lines += [f"    {line.strip()[:200]}" for line in run.state.message.splitlines()[:3]]
             if not runs:
                 lines.append("  no runs yet")
     return lines

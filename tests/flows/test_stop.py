@@ -70,3 +70,4 @@ def test_a_stopped_flow_takes_its_running_stage_and_server_with_it(tmp_path, sig
             os.kill(pid, signal.SIGKILL)
     assert flow.returncode != 0
     assert not (ws / "models" / "base").exists()  # the stage never finished
+    assert (ws / ".prefect" / "prefect.db").exists()  # the workspace's own Prefect home
