@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="workspace of a profile (default runs/<profile name>)")
     args = parser.parse_args(argv)
     entry_environment(needs_hub=True)  # telemetry off; each stage decides about the hub for itself
-    run_flow(mrt_pipeline, workspace_for(args.profile, args.repo_dir, args.workdir), profile=args.profile,
-             repo_dir=args.repo_dir, workdir=args.workdir)
+    run_flow(mrt_pipeline, workspace_for(args.profile, args.repo_dir, args.workdir),
+             lambda: check_profile(args.profile, args.repo_dir), profile=args.profile, repo_dir=args.repo_dir,
+             workdir=args.workdir)
 
 
 @contextmanager
@@ -207,15 +208,21 @@ def sigterm_exits() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_flow(flow_fn, workspace: Path, **kwargs):
-    """A flow from the command line. Without a configured server: on this process's own
-    temporary Prefect server, its database in the workspace's ``.prefect/`` (stopped on exit;
-    one left by a killed run is stopped first). A held workspace, a bad profile or an
+def run_flow(flow_fn, workspace: Path, precheck=None, **kwargs):
+    """A flow from the command line. ``precheck`` (e.g. the profile's validation) runs first, so
+    bad input writes nothing. Without a configured server: on this process's own temporary
+    Prefect server, its database in the workspace's ``.prefect/`` (stopped on exit, SIGTERM
+    included; one left by a killed run is stopped first). A held workspace, a bad profile or an
     unreachable server: a one-line message and exit 1 (2 for the profile)."""
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
-    home = {} if PREFECT_API_URL.value() else {PREFECT_HOME: str(Path(workspace).resolve() / ".prefect")}
     try:
+        if precheck is not None:
+            precheck()
+        home = {}
+        if not PREFECT_API_URL.value():
+            home = {PREFECT_HOME: str(Path(workspace).resolve() / ".prefect")}
+            Path(home[PREFECT_HOME]).mkdir(parents=True, exist_ok=True)  # the server's database goes there
         with temporary_settings(updates=home), sigterm_exits(), ephemeral_api():
             return flow_fn(**kwargs)
     except ConfigError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from flows.pipeline import mrt_pipeline, run_flow
+from flows.pipeline import check_profile, mrt_pipeline, run_flow
 from flows.workspace import workspace_for
 from mrt_lib.common import entry_environment
 
@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="workspace (default runs/<profile name>)")
     args = parser.parse_args(argv)
     entry_environment(needs_hub=True)  # telemetry off; each stage decides about the hub for itself
-    run_flow(mrt_pipeline, workspace_for(args.profile, ".", args.workdir), profile=args.profile,
-             workdir=args.workdir)
+    run_flow(mrt_pipeline, workspace_for(args.profile, ".", args.workdir), lambda: check_profile(args.profile, "."),
+             profile=args.profile, workdir=args.workdir)
 
 
 if __name__ == "__main__":

@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="train a candidate even when nothing changed")
     args = parser.parse_args(argv)
     entry_environment(needs_hub=True)
-    run_flow(mrt_retrain, Path(args.repo_dir) / "runs" / "retrain", profile=args.profile, repo_dir=args.repo_dir,
-             force=args.force)
+    run_flow(mrt_retrain, Path(args.repo_dir) / "runs" / "retrain", lambda: check_profile(args.profile, args.repo_dir),
+             profile=args.profile, repo_dir=args.repo_dir, force=args.force)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="benchmarks/results/rl_tuning.json")
     args = parser.parse_args(argv)
     entry_environment()  # in-process rounds from the pipeline's local folders: no hub, no telemetry
-    best = run_flow(rl_tuning, root=args.root, params_file=args.params, arms=args.arms, threads=args.threads,
+    best = run_flow(rl_tuning, Path(args.root), lambda: load_params(args.params), root=args.root,
+                    params_file=args.params, arms=args.arms, threads=args.threads,
                     out=args.out)
     print("best per arm:", json.dumps(best, indent=1))
 
