@@ -207,10 +207,7 @@ def test_a_broken_profile_fails_the_run_with_the_key_named(team):
     assert not (team["repo"] / "runs" / "broken").exists()  # refused before any workspace was made
 
 
-def test_nightly_retraining_registers_a_champion_then_skips(team, tmp_path, monkeypatch):
-    import mlflow.artifacts
-    from transformers import AutoModelForCausalLM
-
+def test_nightly_retraining_registers_a_champion_then_skips(team, tmp_path):
     repo = team["repo"]
     uri = f"sqlite:///{repo / 'mlflow.db'}"
     first = deployment_run(team, "mrt-retrain/nightly", profile="profiles/params_smoke.yaml")
@@ -224,10 +221,14 @@ def test_nightly_retraining_registers_a_champion_then_skips(team, tmp_path, monk
         assert version.tags.get(tag), tag
     assert version.tags["mrt.dvc_path"] == "rl/mrt_dense/s0/r1/model"
     assert str(repo / "runs") not in version.source  # a copy in MLflow's artifacts
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # what a user sets; models:/ resolves in the registry
-    folder = mlflow.artifacts.download_artifacts(artifact_uri="models:/mrt-policy@champion",
-                                                 dst_path=str(tmp_path / "champion"))
-    assert AutoModelForCausalLM.from_pretrained(folder).config.model_type
+    # what a user types, in a fresh process (this one's MLflow URIs were set by earlier tests)
+    user = ("import mlflow.artifacts; from transformers import AutoModelForCausalLM; "
+            "folder = mlflow.artifacts.download_artifacts(artifact_uri='models:/mrt-policy@champion', "
+            f"dst_path={str(tmp_path / 'champion')!r}); "
+            "print(AutoModelForCausalLM.from_pretrained(folder).config.model_type)")
+    loaded = subprocess.run([sys.executable, "-c", user], env=dict(team["env"], MLFLOW_TRACKING_URI=uri),
+                            capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0 and loaded.stdout.strip(), loaded.stderr[-3000:]
     assert "registered mrt-policy v1" in run_logs(team, flow_run_id(first))
     candidates = sorted(p.name for p in (repo / "runs" / "candidates").iterdir())
     second = deployment_run(team, "mrt-retrain/nightly", profile="profiles/params_smoke.yaml")
