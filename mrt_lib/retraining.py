@@ -138,7 +138,8 @@ def housekeeping(candidates: Path, champion_workspace: str | None, keep_challeng
     """Remove the candidate workspaces other than the champion's and the newest
     ``keep_challengers`` others (names start with their UTC time, so they sort by age);
     returns what was removed."""
-    others = sorted((p for p in candidates.iterdir() if p.is_dir() and p.name != champion_workspace),
+    others = sorted((p for p in candidates.iterdir()  # not ".mrt/": the retraining lock lives there
+                     if p.is_dir() and not p.name.startswith(".") and p.name != champion_workspace),
                     key=lambda p: p.name) if candidates.is_dir() else []
     removed = others[:max(len(others) - keep_challengers, 0)]
     for path in removed:

@@ -79,9 +79,10 @@ def test_changes_names_what_differs_and_a_missing_tag_counts():
 def test_housekeeping_keeps_the_champion_and_the_newest_challengers(tmp_path):
     for name in ("20261201T010000Z-a", "20261202T010000Z-b", "20261203T010000Z-c", "20261204T010000Z-d"):
         (tmp_path / name).mkdir()
+    (tmp_path / ".mrt" / "locks").mkdir(parents=True)  # the lock of the running retraining: never removed
     removed = housekeeping(tmp_path, "20261201T010000Z-a", keep_challengers=2)
     assert [p.name for p in removed] == ["20261202T010000Z-b"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261201T010000Z-a", "20261203T010000Z-c",
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mrt", "20261201T010000Z-a", "20261203T010000Z-c",
                                                           "20261204T010000Z-d"]
     assert [p.name for p in housekeeping(tmp_path, None, keep_challengers=0)] == [
         "20261201T010000Z-a", "20261203T010000Z-c", "20261204T010000Z-d"]
