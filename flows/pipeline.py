@@ -155,11 +155,11 @@ def mrt_pipeline(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", workdir: s
     return {"workspace": str(ws), "pipeline_run": group, "mlflow_parent_run": parent}
 
 
-def check_profile(profile: str, repo_dir: str) -> None:
-    """Raises ``ConfigError`` naming the profile and every problem in it."""
+def check_profile(profile: str, repo_dir: str):
+    """The profile's params; raises ``ConfigError`` naming the profile and every problem in it."""
     path = profile_path(profile, repo_dir)
     try:
-        load_params(path)
+        return load_params(path)
     except ConfigError as exc:
         raise ConfigError(f"profile {profile}: {exc}") from None
 

@@ -44,7 +44,6 @@ from mrt_lib.retraining import (
     apply_verdict,
     artifact_root,
     changes,
-    data_hash,
     fingerprints,
     housekeeping,
     version_tags,
@@ -108,11 +107,9 @@ def mrt_retrain(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", force: bool
     note_flow_run()
     entry_environment(needs_hub=True)  # as in main(): a deployment's run starts here
     repo = Path(repo_dir).resolve()
-    check_profile(profile, repo_dir)
-    path = profile_path(profile, repo)
-    params = load_params(path)
+    params = check_profile(profile, repo_dir)
     cfg, uri = params.retrain, registry_uri(params, repo)
-    current = fingerprints(params, read_params_file(path), repo)
+    current, data_note = fingerprints(params, read_params_file(profile_path(profile, repo)), repo)
     champion = version_by_alias(uri, cfg.model_name, CHAMPION)
     if champion is not None and not force:
         changed = changes(current, champion.tags)
@@ -123,17 +120,17 @@ def mrt_retrain(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", force: bool
             return {"skipped": True, "reason": reason}
         print(f"changed since {cfg.model_name} v{champion.version}: {', '.join(changed)}")
     with workspace_lock(repo / "runs" / "candidates"):  # one retraining at a time
-        return _train_and_gate(profile, repo, params, cfg, uri, current)
+        return _train_and_gate(profile, repo, params, cfg, uri, current, data_note)
 
 
-def _train_and_gate(profile: str, repo: Path, params, cfg, uri: str, current: dict) -> dict:
+def _train_and_gate(profile: str, repo: Path, params, cfg, uri: str, current: dict, data_note: str) -> dict:
     candidate = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     run = mrt_pipeline(profile=profile, repo_dir=str(repo), workdir=str(repo / "runs" / "candidates" / candidate))
     ws = Path(run["workspace"])
     arm, seed, last = params.candidate_policy()
     model_rel = Paths().rl_round(arm, seed, last) / "model"
     tags = version_tags(current, git_commit=git_commit(repo), dataset_hash=dataset_hash(Paths(ws)),
-                        data_note=data_hash(params, repo)[1], pipeline_run=run["pipeline_run"], dvc_path=str(model_rel),
+                        data_note=data_note, pipeline_run=run["pipeline_run"], dvc_path=str(model_rel),
                         workspace=candidate, profile=profile, arm=arm, seed=seed)
     version = register(uri, cfg.model_name, str(ws / model_rel), tags)
     print(f"registered {cfg.model_name} v{version['version']} from {model_rel} ({version['source']})")

@@ -78,9 +78,11 @@ def data_hash(params, root: Path) -> tuple[str, str]:
     return digest.hexdigest()[:16], note
 
 
-def fingerprints(params, raw: dict[str, Any], root: Path) -> dict[str, str]:
-    """``{"code", "params", "data"}`` hashes of what a candidate would be trained from."""
-    return {"code": code_hash(root), "params": params_hash(raw), "data": data_hash(params, root)[0]}
+def fingerprints(params, raw: dict[str, Any], root: Path) -> tuple[dict[str, str], str]:
+    """``{"code", "params", "data"}`` hashes of what a candidate would be trained from, and the
+    data hash's note (``data_hash``)."""
+    data, note = data_hash(params, root)
+    return {"code": code_hash(root), "params": params_hash(raw), "data": data}, note
 
 
 def changes(current: dict[str, str], champion_tags: dict[str, str]) -> list[str]:

@@ -153,4 +153,6 @@ def test_fingerprints_of_the_smoke_profile_are_stable(tmp_path):
     root = copy_project(tmp_path / "p")
     params = load_params(root / "params.yaml")
     raw = read_params_file(root / "params.yaml")
-    assert fingerprints(params, raw, root) == fingerprints(params, raw, root)
+    hashes, note = fingerprints(params, raw, root)
+    assert fingerprints(params, raw, root) == (hashes, note) and note == "generated from params"
+    assert sorted(hashes) == ["code", "data", "params"]
