@@ -32,8 +32,11 @@ export TOKENIZERS_PARALLELISM := false
 PREFECT_PORT ?= 4200
 SERVER_API ?= http://127.0.0.1:$(PREFECT_PORT)/api
 POOL ?= mrt-process
+STAGE_POOL ?= mrt-stages
+STAGE_SLOTS ?= 2
+GPU_POOL ?= mrt-gpu
 
-.PHONY: setup constraints run flow headline retrain server worker deploy status test test-e2e lint ui clean-outputs
+.PHONY: setup constraints run flow headline retrain server worker stage-worker deploy fanout status test test-e2e lint ui clean-outputs
 
 setup: $(STAMP)
 
@@ -71,9 +74,25 @@ worker: $(STAMP)
 	PREFECT_API_URL=$(SERVER_API) MRT_REPO=$(CURDIR) PATH="$(CURDIR)/$(BIN):$$PATH" \
 	  $(BIN)/prefect worker start --pool $(POOL) --type process
 
+# a worker on the stage pool (stage jobs of the fan-out), at most STAGE_SLOTS at once
+stage-worker: $(STAMP)
+	PREFECT_API_URL=$(SERVER_API) MRT_REPO=$(CURDIR) PATH="$(CURDIR)/$(BIN):$$PATH" \
+	  $(BIN)/prefect worker start --pool $(STAGE_POOL) --type process --limit $(STAGE_SLOTS)
+
+# the pools (process: flows and, standing in for the GPU pool, stage jobs; kubernetes: the
+# cluster's GPU pool, its base job template from infra/k8s), then every deployment
 deploy: $(STAMP)
 	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect work-pool create $(POOL) --type process --overwrite
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect work-pool create $(STAGE_POOL) --type process --overwrite
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect work-pool set-concurrency-limit $(STAGE_POOL) $(STAGE_SLOTS)
+	PREFECT_API_URL=$(SERVER_API) $(BIN)/prefect work-pool create $(GPU_POOL) --type kubernetes --overwrite \
+	  --base-job-template infra/k8s/gpu-job-template.json
 	PREFECT_API_URL=$(SERVER_API) env -u MRT_REPO $(BIN)/prefect --no-prompt deploy --all
+
+# the pipeline fanned out over the stage pool (REMOTE: a DVC remote URL; default the repository's)
+fanout: $(STAMP)
+	PREFECT_API_URL=$(SERVER_API) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.fanout \
+	  --concurrency $(STAGE_SLOTS) $(if $(REMOTE),--remote $(REMOTE)) $(if $(PROFILE),--profile $(PROFILE))
 
 status: $(STAMP)
 	PREFECT_API_URL=$(SERVER_API) $(BIN)/python -m flows.status

@@ -38,12 +38,12 @@ from flows.workspace import (
 )
 from mrt_lib.common import LockedError, entry_environment
 from mrt_lib.config import ConfigError, load_params
+from mrt_lib.config.sections import STAGE_NAMES
 from mrt_lib.prefect_server import ServerUnreachable, ephemeral_api, note_flow_run
 from mrt_lib.streaming import stream_lines
 from mrt_lib.tracking import PARENT_RUN_ENV, PIPELINE_RUN_ENV, new_pipeline_run_id, start_parent_run
 
-STAGES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "rl_start",
-          "rl_round", "evaluate", "report")
+STAGES = STAGE_NAMES
 # a failed run of these is retried once: they write their outputs whole or not at all. The
 # training stages are not: a half-finished one resumes from its state when the flow is re-run.
 RETRY_SAFE = ("build_dataset", "synthesize_backtracks", "build_star_data", "rl_start", "evaluate", "report")

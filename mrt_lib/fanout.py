@@ -91,11 +91,14 @@ class FanOutResult:
 
 
 def fan_out(upstream: dict[str, set[str]], run_stage: Callable[[str], Any], limit: int,
-            order: Callable[[str], Any] = str, on_done: Callable[[str], None] | None = None) -> FanOutResult:
+            order: Callable[[str], Any] = str, on_done: Callable[[str], None] | None = None,
+            stop: threading.Event | None = None) -> FanOutResult:
     """Run every stage of ``upstream`` with ``run_stage`` (in a thread; it returns when the
     stage has ended, raising if it failed), at most ``limit`` at a time, each only after all its
     upstream stages completed; ready stages start in ``order``. ``on_done`` is called in this
-    thread as each stage completes (to restore its outputs, say); if it raises, the stage failed."""
+    thread as each stage completes (to restore its outputs, say); if it raises, the stage failed.
+    When this thread is interrupted (SIGTERM, Ctrl-C), ``stop`` is set and the running stage
+    threads are waited for: ``run_stage`` must return soon after ``stop`` is set."""
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     check_acyclic(upstream)
@@ -113,7 +116,8 @@ def fan_out(upstream: dict[str, set[str]], run_stage: Callable[[str], Any], limi
             with lock:
                 active[0] -= 1
 
-    with ThreadPoolExecutor(max_workers=limit) as pool:
+    pool = ThreadPoolExecutor(max_workers=limit)
+    try:
         while pending or running:
             ready = sorted((s for s in pending if upstream[s] <= done), key=order)
             for stage in ready[:limit - len(running)]:
@@ -124,6 +128,12 @@ def fan_out(upstream: dict[str, set[str]], run_stage: Callable[[str], Any], limi
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in sorted(finished, key=lambda f: order(running[f])):
                 _ended(running.pop(future), future, result, done, on_done)
+    except BaseException:
+        if stop is not None:
+            stop.set()  # the running stage threads return at their next look (their jobs run on)
+        pool.shutdown(wait=stop is not None, cancel_futures=True)
+        raise
+    pool.shutdown()
     result.not_run = sorted(pending, key=order)
     return result
 
@@ -142,3 +152,38 @@ def _ended(stage: str, future: Future, result: FanOutResult, done: set[str], on_
         result.completed.append(stage)
     else:
         result.failed[stage] = str(exc) or type(exc).__name__
+
+
+def changed_stages(workspace: str | Path, dvc: str = "dvc") -> set[str]:
+    """The stages ``dvc status`` finds out of date in ``workspace`` (missing outputs, changed
+    deps or params)."""
+    proc = subprocess.run([dvc, "status", "--json"], cwd=workspace, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc status failed in {workspace}: {proc.stderr.strip()}")
+    return set(json.loads(proc.stdout or "{}"))
+
+
+def stages_to_run(upstream: dict[str, set[str]], changed: set[str]) -> dict[str, set[str]]:
+    """The part of the graph to run: the changed stages and everything downstream of them (a
+    stage whose inputs will change is out of date even where ``dvc status`` cannot see it yet),
+    each depending only on stages that run too (the others are done)."""
+    run = set(changed) & set(upstream)
+    grew = True
+    while grew:
+        more = {s for s, ups in upstream.items() if ups & run} - run
+        grew, run = bool(more), run | more
+    return {s: upstream[s] & run for s in upstream if s in run}
+
+
+def job_variables(resources, image: str | None, accepted: set[str] | None) -> tuple[dict[str, Any], list[str]]:
+    """A stage's job variables from its ``resources`` (``StageResources``): the GPU count,
+    CPU, memory and /dev/shm of its pod, the image, and the process count as ``MRT_PROCESSES``.
+    Only the variables the target pool's base job template declares (``accepted``; None: all)
+    are kept: a ``process`` pool has no GPUs to ask for. Returns them and the names dropped."""
+    wanted: dict[str, Any] = {"gpus": resources.gpus, "cpu": resources.cpu, "memory": resources.memory,
+                              "shm_size": resources.shm_size, "env": {"MRT_PROCESSES": str(resources.processes)}}
+    if image:
+        wanted["image"] = image
+    if accepted is None:
+        return wanted, []
+    return {k: v for k, v in wanted.items() if k in accepted}, sorted(set(wanted) - accepted)

@@ -43,9 +43,13 @@ def code_hash(root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+UNTRAINED_SECTIONS = ("retrain", "resources")  # read by orchestration only
+
+
 def params_hash(raw: dict[str, Any]) -> str:
-    """The resolved params, less the ``retrain`` section, as canonical JSON."""
-    trained = {k: v for k, v in raw.items() if k != "retrain"}
+    """The resolved params, less the sections no output depends on (``retrain``, ``resources``),
+    as canonical JSON."""
+    trained = {k: v for k, v in raw.items() if k not in UNTRAINED_SECTIONS}
     return hashlib.sha256(json.dumps(trained, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -15,7 +15,18 @@ from tests.conftest import REPO
 
 RAW = yaml.safe_load((REPO / "prefect.yaml").read_text())
 MODEL = PrefectYamlModel.model_validate(RAW)
-FLOWS = {"local": "mrt-pipeline", "headline": "mrt-pipeline", "nightly": "mrt-retrain"}
+# deployment -> (its pool, whether it writes a workspace: then one run at a time)
+DEPLOYMENTS = {"mrt-pipeline/local": ("mrt-process", True), "mrt-pipeline/headline": ("mrt-process", True),
+               "mrt-retrain/nightly": ("mrt-process", True), "mrt-fanout/local": ("mrt-process", True),
+               "mrt-fanout/cluster": ("mrt-process", True), "mrt-stage/local": ("mrt-stages", False),
+               "mrt-stage/gpu": ("mrt-gpu", False)}
+ENTRYPOINTS = {"mrt-pipeline": "flows/pipeline.py:mrt_pipeline", "mrt-retrain": "flows/retrain.py:mrt_retrain",
+               "mrt-fanout": "flows/fanout.py:mrt_fanout", "mrt-stage": "flows/stage.py:mrt_stage"}
+
+
+def full_name(dep) -> str:
+    flow = next(f for f, e in ENTRYPOINTS.items() if e == dep.entrypoint)
+    return f"{flow}/{dep.name}"
 
 
 def strings(obj):
@@ -38,24 +49,36 @@ def test_no_absolute_path_the_clone_comes_from_the_worker():
 
 
 def test_the_deployments_the_team_needs():
-    deps = {d.name: d for d in MODEL.deployments}
-    assert set(deps) == set(FLOWS)
-    for d in deps.values():
-        assert d.work_pool.name == "mrt-process"
-        assert d.concurrency_limit.limit == 1 and d.concurrency_limit.collision_strategy == "ENQUEUE"
-    (nightly,) = deps["nightly"].schedules
+    deps = {full_name(d): d for d in MODEL.deployments}
+    assert set(deps) == set(DEPLOYMENTS)
+    for name, d in deps.items():
+        pool, one_at_a_time = DEPLOYMENTS[name]
+        assert d.work_pool.name == pool
+        if one_at_a_time:
+            assert d.concurrency_limit.limit == 1 and d.concurrency_limit.collision_strategy == "ENQUEUE"
+        else:  # stage jobs: as many at once as the pool allows (each in its own checkout)
+            assert d.concurrency_limit is None
+    (nightly,) = deps["mrt-retrain/nightly"].schedules
     assert nightly.cron == "0 3 * * *" and nightly.active is False  # off until a team turns it on
 
 
-@pytest.mark.parametrize("name", sorted(FLOWS))
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
 def test_every_deployment_has_a_flow_that_imports_and_takes_its_parameters(name, monkeypatch):
     monkeypatch.chdir(REPO)
-    dep = next(d for d in MODEL.deployments if d.name == name)
+    dep = next(d for d in MODEL.deployments if full_name(d) == name)
     flow = load_flow_from_entrypoint(dep.entrypoint)
-    assert flow.name == FLOWS[name]
+    assert flow.name == name.split("/")[0]
+    if flow.name == "mrt-stage":  # started by the fan-out with every parameter it needs
+        checked = flow.validate_parameters({"stage": "report", "commit": "0" * 40})
+        assert checked["profile"] == "params.yaml"
+        with pytest.raises(Exception, match="stage"):
+            flow.validate_parameters({"commit": "0" * 40})
+        return
     checked = flow.validate_parameters(dict(dep.parameters))
     assert isinstance(checked["profile"], str)
     load_params(Path(REPO) / checked["profile"])  # the profile it names is a valid params file
+    if "deployment" in checked:  # a fan-out names a stage deployment of this file
+        assert checked["deployment"] in DEPLOYMENTS and checked["deployment"].startswith("mrt-stage/")
     with pytest.raises(Exception, match="profile"):
         flow.validate_parameters({"profile": ["not", "a", "path"]})  # typed: a wrong type is refused
 

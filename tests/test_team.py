@@ -82,7 +82,7 @@ def team(tmp_path_factory):
                                            str(port)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
         wait_healthy(api, procs[0], root / "server.log")
-        run(["prefect", "work-pool", "create", "mrt-process", "--type", "process", "--overwrite"], repo, env)
+        create_pools(repo, env)
         # MRT_REPO unset while deploying: the worker's own value is read at run time (make deploy does the same)
         deployed = run(["prefect", "--no-prompt", "deploy", "--all"], repo,
                        {k: v for k, v in env.items() if k != "MRT_REPO"})
@@ -95,6 +95,17 @@ def team(tmp_path_factory):
         for proc in reversed(procs):
             stop(proc)
     assert all(p.poll() is not None for p in procs)
+
+
+def create_pools(repo: Path, env: dict) -> None:
+    """The pools ``make deploy`` creates: flows, stage jobs (a process pool, 2 at once) and the
+    cluster's GPU pool (kubernetes, the repository's base job template; no worker here)."""
+    run(["prefect", "work-pool", "create", "mrt-process", "--type", "process", "--overwrite"], repo, env)
+    run(["prefect", "work-pool", "create", "mrt-stages", "--type", "process", "--overwrite"], repo, env)
+    run(["prefect", "work-pool", "set-concurrency-limit", "mrt-stages", "2"], repo, env)
+    template = REPO / "infra" / "k8s" / "gpu-job-template.json"
+    run(["prefect", "work-pool", "create", "mrt-gpu", "--type", "kubernetes", "--overwrite",
+         *(["--base-job-template", str(template)] if template.exists() else [])], repo, env)  # TEMPORARY
 
 
 def wait_healthy(api: str, proc: subprocess.Popen, log: Path) -> None:
@@ -157,15 +168,19 @@ COMPARED = ("metrics/evaluate.json", "data/dataset/meta.json", "rl/mrt_dense/s0/
             "reports/comparison.md", "dvc.lock")
 
 
-def test_deploy_registers_the_three_deployments(team):
+def test_deploy_registers_every_deployment(team):
     out = team["deployed"].stdout
-    for name in ("mrt-pipeline/local", "mrt-pipeline/headline", "mrt-retrain/nightly"):
+    for name in ("mrt-pipeline/local", "mrt-pipeline/headline", "mrt-retrain/nightly", "mrt-fanout/local",
+                 "mrt-fanout/cluster", "mrt-stage/local", "mrt-stage/gpu"):
         assert name in out, out[-3000:]
     deps = httpx.post(f"{team['api']}/deployments/filter", json={}, timeout=30).json()
+    assert len(deps) == 7
     nightly = next(d for d in deps if d["name"] == "nightly")
     assert [s["active"] for s in nightly["schedules"]] == [False]  # the schedule is there, paused
-    assert all(d["global_concurrency_limit"]["limit"] == 1 for d in deps)
-    assert all(d["concurrency_options"]["collision_strategy"] == "ENQUEUE" for d in deps)
+    workspaces = [d for d in deps if "stage" not in d["tags"]]  # stage jobs each have a checkout of their own
+    assert len(workspaces) == 5
+    assert all(d["global_concurrency_limit"]["limit"] == 1 for d in workspaces)
+    assert all(d["concurrency_options"]["collision_strategy"] == "ENQUEUE" for d in workspaces)
     assert "{{ $MRT_REPO }}" in json.dumps(nightly["pull_steps"])  # the worker's MRT_REPO, at run time
 
 

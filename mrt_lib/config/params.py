@@ -17,6 +17,7 @@ from mrt_lib.config.sections import (
     GraderConfig,
     MetaProverConfig,
     PolicyConfig,
+    ResourcesConfig,
     RetrainConfig,
     RuntimeConfig,
     Section,
@@ -45,6 +46,7 @@ class Params(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     rl: RlConfig = RlConfig()
     retrain: RetrainConfig = RetrainConfig()
+    resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
     def _models_exist(self) -> "Params":

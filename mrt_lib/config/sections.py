@@ -191,6 +191,43 @@ class RetrainConfig(Section):
     seed: int | None = Field(None, description="that arm's seed; null: the first of rl.seeds")
 
 
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"  # a Kubernetes resource quantity: 500m, 4, 32Gi
+STAGE_NAMES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "rl_start",
+               "rl_round", "evaluate", "report")  # dvc.yaml's stages, in pipeline order (matrix stages by group)
+
+
+class StageResources(Section):
+    """What one stage's job asks a cluster for: the stage deployment's job variables."""
+
+    gpus: int = Field(0, ge=0, le=64, description="nvidia.com/gpu limit of the stage's pod (0: a CPU node)")
+    cpu: str = Field("2", pattern=QUANTITY, description="CPU request and limit (Kubernetes quantity)")
+    memory: str = Field("8Gi", pattern=QUANTITY, description="memory request and limit (Kubernetes quantity)")
+    shm_size: str = Field("1Gi", pattern=QUANTITY, description="size of /dev/shm (a memory emptyDir: NCCL, "
+                          "data loader workers)")
+    processes: int = Field(1, ge=1, le=64, description="training processes inside the job (accelerate launch)")
+
+
+class ResourcesConfig(Section):
+    """Per-stage resources for fan-out (``flows/fanout.py``): ``default`` for every stage, a
+    stage group's entry (``rl_round`` covers every round) instead where there is one. Read by the
+    orchestrator only: no stage's outputs depend on it."""
+
+    default: StageResources = StageResources()
+    stages: dict[str, StageResources] = Field({}, description="stage group -> its resources")
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, v: dict) -> dict:
+        unknown = sorted(set(v) - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}: use the stage names of dvc.yaml ({', '.join(STAGE_NAMES)})")
+        return v
+
+    def for_stage(self, stage: str) -> StageResources:
+        """``rl_round@mrt_dense-0-round1`` -> the ``rl_round`` entry, else ``default``."""
+        return self.stages.get(stage.partition("@")[0], self.default)
+
+
 class MetaProverConfig(Section):
     """How ``J(mu | c)`` is estimated wherever the pipeline reads it (METHOD.md (2)-(3))."""
 

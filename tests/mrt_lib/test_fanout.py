@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mrt_lib.fanout import FanOutResult, check_acyclic, fan_out, idempotency_key, parse_dag_dot, stage_graph
+from mrt_lib.fanout import (
+    FanOutResult,
+    changed_stages,
+    check_acyclic,
+    fan_out,
+    idempotency_key,
+    job_variables,
+    parse_dag_dot,
+    stage_graph,
+    stages_to_run,
+)
 
 BIN = Path(sys.executable).parent
 STAGES = {"a": ([], ["a.txt"]), "b": (["a.txt"], ["b.txt"]), "c": (["a.txt"], ["c.txt"]),
@@ -139,3 +149,46 @@ def test_limit_must_be_positive():
     with pytest.raises(ValueError, match="limit"):
         fan_out(GRAPH, Recorder(), limit=0)
     assert FanOutResult().ok
+
+
+def test_what_runs_is_the_changed_stages_and_everything_below_them():
+    assert stages_to_run(GRAPH, {"b"}) == {"b": set(), "d": {"b"}}  # c is done: d waits on b only
+    assert stages_to_run(GRAPH, {"a"}) == GRAPH
+    assert stages_to_run(GRAPH, {"e", "c"}) == {"c": set(), "d": {"c"}, "e": set(), "f": {"e"}}
+    assert stages_to_run(GRAPH, set()) == {}
+
+
+def test_dvc_status_names_the_out_of_date_stages(synthetic):
+    dvc = str(BIN / "dvc")
+    assert changed_stages(synthetic, dvc) == set(STAGES)  # nothing made yet
+    subprocess.run([dvc, "repro", "-q", "b"], cwd=synthetic, check=True)
+    assert changed_stages(synthetic, dvc) == {"c", "d", "e", "f"}
+
+
+def test_job_variables_keep_what_the_pool_template_declares():
+    from mrt_lib.config import StageResources
+
+    res = StageResources(gpus=8, cpu="32", memory="256Gi", shm_size="64Gi", processes=8)
+    full, dropped = job_variables(res, "registry/mrt:abc1234", None)
+    assert full == {"gpus": 8, "cpu": "32", "memory": "256Gi", "shm_size": "64Gi", "env": {"MRT_PROCESSES": "8"},
+                    "image": "registry/mrt:abc1234"} and dropped == []
+    process_pool = {"command", "env", "labels", "name", "stream_output", "working_dir"}  # Prefect's process template
+    kept, dropped = job_variables(res, None, process_pool)
+    assert kept == {"env": {"MRT_PROCESSES": "8"}} and dropped == ["cpu", "gpus", "memory", "shm_size"]
+
+
+def test_an_interrupted_fan_out_tells_the_running_stages_to_stop():
+    stop, seen = threading.Event(), []
+
+    def run_stage(stage):
+        if stage == "c":  # still running when the orchestrator is interrupted
+            seen.append("stopped" if stop.wait(60) else "never told")
+
+    def on_done(stage):
+        if stage == "b":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fan_out({"a": set(), "b": {"a"}, "c": {"a"}}, run_stage, limit=2, on_done=on_done, stop=stop,
+                order=lambda s: {"a": 0, "b": 1, "c": 2}[s])
+    assert seen == ["stopped"]  # fan_out returned only after the running stage had been told

@@ -1,0 +1,135 @@
+"""Fan-out for real: a Prefect server, a process pool standing in for the GPU pool (2 stage
+jobs at once), a DVC remote in a directory, and the smoke profile (2 arms x 2 seeds, 15 stages).
+The orchestrator (``python -m flows.fanout``) is stopped mid-fan-out with SIGTERM and run
+again: every stage ran exactly once, each as its own flow run in its own checkout, and the
+outputs and ``dvc.lock`` are byte-identical to a sequential ``dvc repro`` of the same commit.
+Then a committed change that breaks one stage fails the orchestrator with its name."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+from tests.test_team import BIN, create_pools, free_port, run, run_logs, stop, team_repo, wait_healthy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
+COMPARED = ("dvc.lock", "metrics/evaluate.json", "data/dataset/meta.json", "rl/mrt_dense/s1/r1/rollouts.jsonl",
+            "rl/grpo/s0/r1/model/model.safetensors", "reports/comparison.md")
+N_STAGES = 15  # 5 upstream, rl_start and rl_round for 2 arms x 2 seeds, evaluate, report
+
+
+def commit(repo: Path, message: str) -> None:
+    for args in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message]):
+        subprocess.run(args, cwd=repo, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Server, pools, every deployment and a worker on the stage pool (``--limit 2``), over a
+    committed project whose DVC config and ignores are in the commit, as in a real clone."""
+    root = tmp_path_factory.mktemp("fanout")
+    repo = team_repo(root / "repo")
+    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
+    commit(repo, "dvc config and ignores")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MRT_"))}
+    env.update(PREFECT_HOME=str(root / "prefect-home"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_LOGGING_LEVEL="INFO", MRT_REPO=str(repo),
+               PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")
+    procs = []
+    try:
+        with open(root / "server.log", "wb") as log:
+            procs.append(subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                                           str(port)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+        wait_healthy(api, procs[0], root / "server.log")
+        create_pools(repo, env)
+        run(["prefect", "--no-prompt", "deploy", "--all"], repo, {k: v for k, v in env.items() if k != "MRT_REPO"})
+        with open(root / "worker.log", "wb") as log:
+            procs.append(subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "mrt-stages", "--type",
+                                           "process", "--limit", "2"], cwd=root, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+        yield {"repo": repo, "env": env, "api": api, "root": root, "remote": root / "remote"}
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+def orchestrator(cluster, log_name: str) -> subprocess.Popen:
+    log = open(cluster["root"] / log_name, "wb")
+    return subprocess.Popen([sys.executable, "-m", "flows.fanout", "--remote", str(cluster["remote"]),
+                             "--concurrency", "2"], cwd=cluster["repo"], env=cluster["env"], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stage_runs(cluster) -> list[dict]:
+    deps = httpx.post(f"{cluster['api']}/deployments/filter", json={}, timeout=30).json()
+    stage_dep = next(d["id"] for d in deps if d["name"] == "local" and "stage" in d["tags"])
+    return httpx.post(f"{cluster['api']}/flow_runs/filter",
+                      json={"deployments": {"id": {"any_": [stage_dep]}}, "limit": 200}, timeout=30).json()
+
+
+def states(runs) -> list[str]:
+    return [r["state"]["type"] for r in runs]
+
+
+def test_fan_out_killed_and_rerun_matches_a_sequential_repro(cluster):
+    repo, root = cluster["repo"], cluster["root"]
+    seq = root / "sequential"
+    subprocess.run(["git", "clone", "-q", str(repo), str(seq)], check=True)
+    reference = run(["dvc", "repro"], seq, cluster["env"])
+    assert reference.returncode == 0
+
+    first = orchestrator(cluster, "orchestrator-1.log")
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline:  # stop it once some stages are done and others are running
+        assert first.poll() is None, (root / "orchestrator-1.log").read_text()[-4000:]
+        now = states(stage_runs(cluster))
+        if now.count("COMPLETED") >= 3 and {"RUNNING", "PENDING", "SCHEDULED"} & set(now):
+            break
+        time.sleep(2)
+    os.killpg(first.pid, signal.SIGTERM)
+    assert first.wait(120) != 0  # it stops at once, its stage jobs go on
+    in_flight = [r for r in stage_runs(cluster) if r["state"]["type"] != "COMPLETED"]
+    assert in_flight, "nothing was running when the orchestrator stopped"
+
+    second = orchestrator(cluster, "orchestrator-2.log")
+    assert second.wait(1800) == 0, (root / "orchestrator-2.log").read_text()[-6000:]
+    out = (root / "orchestrator-2.log").read_text()
+    assert "was started by an earlier orchestrator run" in out  # found by its key, not started twice
+
+    runs = stage_runs(cluster)
+    stages = [r["parameters"]["stage"] for r in runs]
+    assert sorted(stages) == sorted(set(stages)) and len(stages) == N_STAGES  # one flow run per stage
+    assert set(states(runs)) == {"COMPLETED"}
+    assert len({r["idempotency_key"] for r in runs}) == N_STAGES
+    for r in runs:  # each job ran its own stage only: the upstream ones came from the remote
+        assert f"(ran: {r['parameters']['stage']})" in run_logs(cluster, r["id"])
+    for path in COMPARED:
+        assert (repo / path).read_bytes() == (seq / path).read_bytes(), path
+    assert not list((repo / "runs" / ".checkouts").glob("*/*")), "a checkout was left behind"
+
+
+def test_a_stage_that_fails_fails_the_orchestrator_with_its_name(cluster):
+    repo = cluster["repo"]
+    if not (repo / "dvc.lock").exists():
+        pytest.skip("needs the fan-out of the test before")
+    report = repo / "tasks" / "report.py"
+    report.write_text('raise SystemExit("the report is broken on purpose")\n' + report.read_text())
+    commit(repo, "break the report")
+    before = len(stage_runs(cluster))
+    proc = orchestrator(cluster, "orchestrator-3.log")
+    assert proc.wait(900) != 0
+    out = (cluster["root"] / "orchestrator-3.log").read_text()
+    assert "report" in out and "1 stage(s) failed" in out, out[-4000:]
+    runs = stage_runs(cluster)
+    failed = [r["parameters"]["stage"] for r in runs if r["state"]["type"] == "FAILED"]
+    assert failed == ["report"] and len(runs) == before + 1  # only the changed stage ran, and it failed
