@@ -186,14 +186,12 @@ def mrt_fanout(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", workdir: str
 
     with get_client(sync_client=True) as client, workspace_lock(ws):
         pool = StagePool(client, deployment)
-        if pool.pool_type == "kubernetes" and not image:
-            raise ConfigError(f"{deployment} runs on the kubernetes pool {pool.pool_name}: give the stage jobs' image "
-                              f"(--image / parameter image, e.g. REGISTRY/mrt-pipeline:{commit[:7]}, built from "
-                              "this commit: docs/CLUSTER.md)")
+        tracking = tracking_uri or os.environ.get(TRACKING_URI_ENV) or _absolute_store(params.runtime.tracking_uri, ws)
+        if pool.pool_type != "process":
+            check_cluster_inputs(pool, commit, image, remote, tracking)
         if not runs_in_place(profile, repo_dir, workdir):
             prepare_workspace(profile, str(ws), repo_dir, share_cache=False)  # its data comes from the remote
         set_dvc_remote(ws, remote, dvc_executable())
-        tracking = tracking_uri or os.environ.get(TRACKING_URI_ENV) or _absolute_store(params.runtime.tracking_uri, ws)
         group = new_pipeline_run_id()
         cwd = os.getcwd()
         os.chdir(ws)  # the store's schema and experiment exist before any job opens it (8 creating it at once crash)
@@ -235,6 +233,21 @@ def mrt_fanout(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", workdir: str
     return {"workspace": str(ws), "commit": commit, "stages": result.completed, "tracking_uri": tracking}
 
 
+def check_cluster_inputs(pool: StagePool, commit: str, image: str | None, remote: str, tracking: str) -> None:
+    """Stage jobs in pods see neither this machine's files nor its SQLite store: an image built
+    from the commit, a remote and a tracking server they can reach are required."""
+    where = f"the stage deployment runs on the {pool.pool_type} pool {pool.pool_name}"
+    if not image:
+        raise ConfigError(f"{where}: give the stage jobs' image (--image / parameter image, e.g. "
+                          f"REGISTRY/mrt-pipeline:{commit[:7]}, built from this commit: docs/CLUSTER.md)")
+    if "://" not in remote:
+        raise ConfigError(f"{where}: the DVC remote {remote!r} is a local path; give one the pods reach "
+                          "(e.g. s3://BUCKET/mrt)")
+    if tracking.startswith("sqlite:") or tracking.startswith("file:"):
+        raise ConfigError(f"{where}: the tracking store {tracking!r} is this machine's; give an MLflow server "
+                          "(--tracking-uri / MRT_TRACKING_URI, e.g. http://mlflow.mrt.svc.cluster.local:5000)")
+
+
 def _absolute_store(tracking_uri: str, ws: Path) -> str:
     """The params' workspace store as an absolute URI: a relative SQLite path would give every
     stage checkout a store of its own."""
@@ -262,6 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="stage jobs at once (default 2)")
     parser.add_argument("--deployment", default=STAGE_DEPLOYMENT, help=f"stage deployment (default {STAGE_DEPLOYMENT})")
     parser.add_argument("--image", default=None, help="stage jobs' container image (cluster pools)")
+    parser.add_argument("--source", default=None, help="where stage jobs clone the commit from (default the "
+                        "repository; '.' on a cluster: the image's own copy)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store of every job (default this workspace's)")
     args = parser.parse_args(argv)
     entry_environment(needs_hub=True)
     from prefect.settings import PREFECT_API_URL
@@ -273,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     run_flow(mrt_fanout, workspace_for(args.profile, args.repo_dir, args.workdir),
              lambda: check_profile(args.profile, args.repo_dir), profile=args.profile, repo_dir=args.repo_dir,
              workdir=args.workdir, remote=args.remote, concurrency=args.concurrency, deployment=args.deployment,
-             image=args.image)
+             image=args.image, source=args.source, tracking_uri=args.tracking_uri)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,12 @@ def make_checkout(source: str | Path, commit: str, dest: str | Path) -> Path:
     shared = ["--shared"] if Path(str(source)).exists() else []  # a local source: share its objects
     subprocess.run(["git", "clone", "-q", "--no-checkout", *shared, str(source), str(partial)], check=True,
                    capture_output=True)
-    git(partial, "checkout", "-q", "--detach", commit)
+    try:
+        git(partial, "checkout", "-q", "--detach", commit)
+    except RuntimeError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RuntimeError(f"commit {commit[:12]} is not in {source}: on a cluster the image must be built from the "
+                           "commit the orchestrator runs (docs/CLUSTER.md)") from None
     partial.rename(dest)  # a kill mid-clone leaves a .partial, never a half checkout under the real name
     return dest
 

@@ -177,13 +177,16 @@ def stages_to_run(upstream: dict[str, set[str]], changed: set[str]) -> dict[str,
 
 def job_variables(resources, image: str | None, accepted: set[str] | None) -> tuple[dict[str, Any], list[str]]:
     """A stage's job variables from its ``resources`` (``StageResources``): the GPU count,
-    CPU, memory and /dev/shm of its pod, the image, and the process count as ``MRT_PROCESSES``.
+    CPU, memory and /dev/shm of its pod, the image, the process count as ``MRT_PROCESSES``, and
+    for a stage with no GPU an empty node selector and no tolerations (placed on any node).
     Only the variables the target pool's base job template declares (``accepted``; None: all)
     are kept: a ``process`` pool has no GPUs to ask for. Returns them and the names dropped."""
     wanted: dict[str, Any] = {"gpus": resources.gpus, "cpu": resources.cpu, "memory": resources.memory,
                               "shm_size": resources.shm_size, "env": {"MRT_PROCESSES": str(resources.processes)}}
     if image:
         wanted["image"] = image
+    if resources.gpus == 0:  # a CPU stage on the GPU pool's template: any node, not the GPU nodes' taint
+        wanted.update(node_selector={}, tolerations=[])
     if accepted is None:
         return wanted, []
     return {k: v for k, v in wanted.items() if k in accepted}, sorted(set(wanted) - accepted)

@@ -133,3 +133,55 @@ def test_a_stage_that_fails_fails_the_orchestrator_with_its_name(cluster):
     runs = stage_runs(cluster)
     failed = [r["parameters"]["stage"] for r in runs if r["state"]["type"] == "FAILED"]
     assert failed == ["report"] and len(runs) == before + 1  # only the changed stage ran, and it failed
+
+
+def test_the_gpu_job_the_server_resolves_is_the_one_asked_for(cluster):
+    """A flow run of ``mrt-stage/gpu`` created on the server with the job variables the
+    orchestrator sends for an RL round, resolved as the Kubernetes worker resolves it (the pool's
+    template from the server, the deployment's and the run's variables merged), then validated
+    strictly. No worker runs it: nothing here can start a pod."""
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    from mrt_lib.config import load_params
+    from mrt_lib.fanout import job_variables
+    from mrt_lib.k8s_jobs import strict_manifest, validate_manifest
+
+    resources = load_params(REPO / "params.yaml").resources.for_stage("rl_round@mrt_dense-0-round1")
+    image = "registry.example.com/mrt-pipeline:abc1234"
+
+    async def resolve():
+        async with get_client() as client:
+            pool = await client.read_work_pool("mrt-gpu")
+            accepted = set(pool.base_job_template["variables"]["properties"])
+            variables, dropped = job_variables(resources, image, accepted)
+            assert dropped == []
+            run = run_deployment("mrt-stage/gpu", parameters={"stage": "rl_round@mrt_dense-0-round1",
+                                                              "commit": "0" * 40}, job_variables=variables,
+                                 timeout=0, as_subflow=False)
+            run = await run
+            config = await KubernetesWorkerJobConfiguration.resolve_for_flow_run(
+                run, client=client, work_pool=pool, worker_name="resolution-check")
+            await client.delete_flow_run(run.id)
+            return config.job_manifest
+
+    with temporary_settings({PREFECT_API_URL: cluster["api"]}):
+        manifest = run_coro_as_sync(resolve())
+    validate_manifest(strict_manifest(manifest))
+    pod = manifest["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == image
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == resources.gpus
+    assert container["resources"]["limits"]["memory"] == resources.memory
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    shm = next(v for v in pod["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory")
+    assert shm["emptyDir"]["sizeLimit"] == resources.shm_size
+    assert {"name": shm["name"], "mountPath": "/dev/shm"}.items() <= next(
+        m for m in container["volumeMounts"] if m["name"] == shm["name"]).items()
+    assert manifest["spec"]["backoffLimit"] == 0
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MRT_PROCESSES"] == str(resources.processes) and env["PREFECT__FLOW_RUN_ID"]

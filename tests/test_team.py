@@ -103,9 +103,8 @@ def create_pools(repo: Path, env: dict) -> None:
     run(["prefect", "work-pool", "create", "mrt-process", "--type", "process", "--overwrite"], repo, env)
     run(["prefect", "work-pool", "create", "mrt-stages", "--type", "process", "--overwrite"], repo, env)
     run(["prefect", "work-pool", "set-concurrency-limit", "mrt-stages", "2"], repo, env)
-    template = REPO / "infra" / "k8s" / "gpu-job-template.json"
-    run(["prefect", "work-pool", "create", "mrt-gpu", "--type", "kubernetes", "--overwrite",
-         *(["--base-job-template", str(template)] if template.exists() else [])], repo, env)  # TEMPORARY
+    run(["prefect", "work-pool", "create", "mrt-gpu", "--type", "kubernetes", "--overwrite", "--base-job-template",
+         str(REPO / "infra" / "k8s" / "gpu-job-template.json")], repo, env)
 
 
 def wait_healthy(api: str, proc: subprocess.Popen, log: Path) -> None:

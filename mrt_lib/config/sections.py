@@ -191,7 +191,10 @@ class RetrainConfig(Section):
     seed: int | None = Field(None, description="that arm's seed; null: the first of rl.seeds")
 
 
-QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"  # a Kubernetes resource quantity: 500m, 4, 32Gi
+# Kubernetes quantities (the GPU pool's template checks the same): CPU may be milli ("500m"),
+# memory may not ("32m" is 0.032 bytes, a classic slip for 32Mi)
+CPU_QUANTITY = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)m?$"
+MEMORY_QUANTITY = r"^[0-9]+(\.[0-9]+)?([KMGTPE]i|[kMGTPE])?$"
 STAGE_NAMES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "rl_start",
                "rl_round", "evaluate", "report")  # dvc.yaml's stages, in pipeline order (matrix stages by group)
 
@@ -200,9 +203,9 @@ class StageResources(Section):
     """What one stage's job asks a cluster for: the stage deployment's job variables."""
 
     gpus: int = Field(0, ge=0, le=64, description="nvidia.com/gpu limit of the stage's pod (0: a CPU node)")
-    cpu: str = Field("2", pattern=QUANTITY, description="CPU request and limit (Kubernetes quantity)")
-    memory: str = Field("8Gi", pattern=QUANTITY, description="memory request and limit (Kubernetes quantity)")
-    shm_size: str = Field("1Gi", pattern=QUANTITY, description="size of /dev/shm (a memory emptyDir: NCCL, "
+    cpu: str = Field("2", pattern=CPU_QUANTITY, description="CPU request and limit (Kubernetes quantity)")
+    memory: str = Field("8Gi", pattern=MEMORY_QUANTITY, description="memory request and limit (Kubernetes quantity)")
+    shm_size: str = Field("1Gi", pattern=MEMORY_QUANTITY, description="size of /dev/shm (a memory emptyDir: NCCL, "
                           "data loader workers)")
     processes: int = Field(1, ge=1, le=64, description="training processes inside the job (accelerate launch)")
 

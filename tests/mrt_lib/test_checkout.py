@@ -93,3 +93,9 @@ def test_the_remote_becomes_the_default_in_the_local_config(repo, tmp_path):
     assert "remote" not in (repo / ".dvc" / "config").read_text()  # committed config untouched
     set_dvc_remote(repo, str(tmp_path / "other"), DVC)
     assert default_dvc_remote(repo, DVC) == str(tmp_path / "other")
+
+
+def test_a_commit_the_source_lacks_is_named(repo, tmp_path):
+    with pytest.raises(RuntimeError, match="commit 0123456789ab is not in"):
+        make_checkout(repo, "0123456789ab" + "0" * 28, tmp_path / "co")
+    assert not (tmp_path / "co").exists() and not list(tmp_path.glob("*.partial"))

@@ -175,6 +175,8 @@ def test_job_variables_keep_what_the_pool_template_declares():
     process_pool = {"command", "env", "labels", "name", "stream_output", "working_dir"}  # Prefect's process template
     kept, dropped = job_variables(res, None, process_pool)
     assert kept == {"env": {"MRT_PROCESSES": "8"}} and dropped == ["cpu", "gpus", "memory", "shm_size"]
+    cpu_stage, _ = job_variables(StageResources(), "registry/mrt:abc1234", None)
+    assert cpu_stage["gpus"] == 0 and cpu_stage["node_selector"] == {} and cpu_stage["tolerations"] == []
 
 
 def test_an_interrupted_fan_out_tells_the_running_stages_to_stop():

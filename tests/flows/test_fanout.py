@@ -1,0 +1,43 @@
+"""The orchestrator's checks before any job starts (no server needed): a cluster pool needs an
+image, a remote and a tracking server the pods can reach; the command line needs a server."""
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from flows.fanout import _absolute_store, check_cluster_inputs
+from mrt_lib.config import ConfigError
+from tests.conftest import REPO
+
+POOL = SimpleNamespace(pool_type="kubernetes", pool_name="mrt-gpu")
+GOOD = dict(image="registry/mrt-pipeline:abc1234", remote="s3://bucket/mrt", tracking="http://mlflow:5000")
+
+
+def test_a_cluster_fan_out_with_what_pods_can_reach_passes():
+    check_cluster_inputs(POOL, "abc1234" * 5, **GOOD)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("image", None, "give the stage jobs' image .*mrt-pipeline:abc1234"),
+    ("remote", "/data/remote", "is a local path"),
+    ("tracking", "sqlite:////repo/mlflow.db", "is this machine's; give an MLflow server"),
+])
+def test_a_cluster_fan_out_refuses_what_pods_cannot_reach(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        check_cluster_inputs(POOL, "abc1234" * 5, **{**GOOD, key: value})
+
+
+def test_the_workspace_store_is_made_absolute_for_the_jobs(tmp_path):
+    assert _absolute_store("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert _absolute_store("sqlite:////abs/mlflow.db", tmp_path) == "sqlite:////abs/mlflow.db"
+    assert _absolute_store("http://mlflow:5000", tmp_path) == "http://mlflow:5000"
+
+
+def test_the_command_line_needs_a_server_and_says_how_to_start_one():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    proc = subprocess.run([sys.executable, "-m", "flows.fanout"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1 and "set PREFECT_API_URL" in proc.stderr and "make stage-worker" in proc.stderr
