@@ -44,7 +44,16 @@ from flows.workspace import (
 from mrt_lib.checkout import default_dvc_remote, refuse_uncommitted, set_dvc_remote
 from mrt_lib.common import entry_environment
 from mrt_lib.config import ConfigError, read_params_file
-from mrt_lib.fanout import changed_stages, fan_out, idempotency_key, job_variables, stage_graph, stages_to_run
+from mrt_lib.fanout import (
+    attempt_keys,
+    changed_stages,
+    choose_attempt,
+    fan_out,
+    idempotency_key,
+    job_variables,
+    stage_graph,
+    stages_to_run,
+)
 from mrt_lib.prefect_server import note_flow_run
 from mrt_lib.retraining import params_hash
 from mrt_lib.streaming import stream_lines
@@ -53,7 +62,6 @@ from mrt_lib.tracking import TRACKING_URI_ENV, new_pipeline_run_id, start_parent
 STAGE_DEPLOYMENT = "mrt-stage/local"
 POLL_S = 3.0
 MAX_ATTEMPTS = 20  # keys <key>, <key>#2, ...: a stage failed this often needs a person, not a retry
-FAILED_TYPES = ("FAILED", "CRASHED", "CANCELLED")
 
 
 class StagePool:
@@ -75,8 +83,8 @@ class StagePool:
         self.lock = threading.Lock()  # one submission at a time: Prefect numbers the parent task runs
 
     def existing(self, key: str):
-        """The run to wait for under ``key``: the first attempt's key that is not a failure, and
-        whether a run already holds it (else it is the key to start a run under)."""
+        """The key to run the stage under and the run already holding it, if any
+        (``choose_attempt``: running or done runs are waited for, failures retried)."""
         from prefect.client.schemas.filters import (
             DeploymentFilter,
             DeploymentFilterId,
@@ -84,16 +92,17 @@ class StagePool:
             FlowRunFilterIdempotencyKey,
         )
 
-        keys = [key, *(f"{key}#{n}" for n in range(2, MAX_ATTEMPTS + 1))]
         runs = self.client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=keys)),
+            flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(
+                any_=attempt_keys(key, MAX_ATTEMPTS))),
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[self.deployment.id])))
         by_key = {r.idempotency_key: r for r in runs}
-        for k in keys:
-            run = by_key.get(k)
-            if run is None or run.state is None or run.state.type.name not in FAILED_TYPES:
-                return k, run
-        raise StageFailed(f"{key}: failed {MAX_ATTEMPTS} times; look at its runs before starting it again")
+        try:
+            chosen, held = choose_attempt(key, {k: r.state.type.name if r.state else None for k, r in by_key.items()},
+                                          MAX_ATTEMPTS)
+        except RuntimeError as exc:
+            raise StageFailed(str(exc)) from None
+        return chosen, by_key[chosen] if held else None
 
 
 class Interrupted(Exception):
@@ -166,7 +175,8 @@ def mrt_fanout(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", workdir: str
     uncommitted changes to code or params), data through the DVC remote ``remote`` (default: the
     repository's default remote), outputs restored into the workspace (as ``mrt_pipeline``: the
     repository for ``params.yaml``, else ``runs/<profile>``). ``source``: where stage jobs clone
-    the commit from (default ``repo_dir``; a URL on a cluster), ``image``: the stage jobs' image
+    the commit from (default ``repo_dir``; ``.`` on a cluster: the image's own repository, or a
+    git URL), ``image``: the stage jobs' image
     (cluster pools), ``tracking_uri``: the MLflow store every job logs to (default: this
     workspace's SQLite store, absolute). Returns the workspace, commit, the stages run and the
     tracking URI."""
@@ -175,7 +185,11 @@ def mrt_fanout(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", workdir: str
     if concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
     params = check_profile(profile, repo_dir)
-    commit = refuse_uncommitted(repo_dir, profile)
+    rel_profile = os.path.relpath(profile_path(profile, repo_dir), Path(repo_dir).resolve())
+    if rel_profile.startswith(".."):
+        raise ConfigError(f"profile {profile}: not a file of the repository {Path(repo_dir).resolve()}; stage jobs "
+                          "read it at the commit, so commit it there")
+    commit = refuse_uncommitted(repo_dir, rel_profile)
     remote = remote or default_dvc_remote(repo_dir, dvc_executable())
     if not remote:
         raise ConfigError("no DVC remote: pass --remote URL (a directory works on one machine) or set the "
@@ -192,22 +206,16 @@ def mrt_fanout(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", workdir: str
         if not runs_in_place(profile, repo_dir, workdir):
             prepare_workspace(profile, str(ws), repo_dir, share_cache=False)  # its data comes from the remote
         set_dvc_remote(ws, remote, dvc_executable())
-        group = new_pipeline_run_id()
-        cwd = os.getcwd()
-        os.chdir(ws)  # the store's schema and experiment exist before any job opens it (8 creating it at once crash)
-        try:
-            parent = start_parent_run(tracking, params.runtime.experiment, group, "pipeline (fan-out)")
-        finally:
-            os.chdir(cwd)
+        group, parent = open_tracking(tracking, params.runtime.experiment, ws)
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         graph = stages_to_run(stage_graph(ws, dvc_executable()), changed_stages(ws, dvc_executable()))
         if not graph:
             print(f"fan-out {profile}: every stage is up to date in {ws}")
             return {"workspace": str(ws), "commit": commit, "stages": [], "tracking_uri": tracking}
-        _push_done(ws, env, graph)
+        _push_done(ws, env)
         raw = read_params_file(ws / "params.yaml")
         common = {"commit": commit, "source": source or str(Path(repo_dir).resolve()),
-                  "profile": os.path.relpath(profile_path(profile, repo_dir), Path(repo_dir).resolve()),
+                  "profile": rel_profile,
                   "remote": remote, "checkout_root": checkout_root, "tracking_uri": tracking,
                   "pipeline_run": group, "parent_run": parent}
         logger.info(f"fan-out of {len(graph)} stages at {commit[:12]} on {pool.pool_name} ({pool.pool_type}), "
@@ -233,6 +241,19 @@ def mrt_fanout(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", workdir: str
     return {"workspace": str(ws), "commit": commit, "stages": result.completed, "tracking_uri": tracking}
 
 
+def open_tracking(tracking: str, experiment: str, ws: Path) -> tuple[str, str]:
+    """The pipeline run's id and its MLflow parent run, made before any job starts: the store's
+    schema and the experiment then exist when the jobs open it (8 processes creating a SQLite
+    store at once all crashed, measured), and a new experiment's artifacts go to the workspace."""
+    group = new_pipeline_run_id()
+    cwd = os.getcwd()
+    os.chdir(ws)
+    try:
+        return group, start_parent_run(tracking, experiment, group, "pipeline (fan-out)")
+    finally:
+        os.chdir(cwd)
+
+
 def check_cluster_inputs(pool: StagePool, commit: str, image: str | None, remote: str, tracking: str) -> None:
     """Stage jobs in pods see neither this machine's files nor its SQLite store: an image built
     from the commit, a remote and a tracking server they can reach are required."""
@@ -256,7 +277,7 @@ def _absolute_store(tracking_uri: str, ws: Path) -> str:
     return tracking_uri
 
 
-def _push_done(ws: Path, env: dict[str, str], graph: dict) -> None:
+def _push_done(ws: Path, env: dict[str, str]) -> None:
     """Outputs of up-to-date stages the jobs will read (made here by ``dvc repro``, say) go to
     the remote first, so no job has to make them again."""
     with stage_process([dvc_executable(), "push", "--run-cache"], str(ws), env) as proc:

@@ -68,6 +68,27 @@ def idempotency_key(stage: str, **parts: Any) -> str:
     return f"{stage}:{digest}"
 
 
+FAILED_STATES = ("FAILED", "CRASHED", "CANCELLED")
+
+
+def attempt_keys(key: str, attempts: int) -> list[str]:
+    """The keys a stage's runs take in turn: ``key``, ``key#2``, ... ``key#<attempts>``."""
+    return [key, *(f"{key}#{n}" for n in range(2, attempts + 1))]
+
+
+def choose_attempt(key: str, state_by_key: dict[str, str | None], attempts: int) -> tuple[str, bool]:
+    """The key to use for a stage, given the states of the runs that already hold its attempt
+    keys: the first one whose run is not a failure, and whether a run holds it already (then it is
+    waited for: a re-run orchestrator never starts a second job) or not (then one is started
+    under it: a failure is retried under the next key). ``RuntimeError`` once every attempt failed."""
+    for k in attempt_keys(key, attempts):
+        if k not in state_by_key:
+            return k, False
+        if state_by_key[k] not in FAILED_STATES:
+            return k, True
+    raise RuntimeError(f"{key}: failed {attempts} times; look at its runs before starting it again")
+
+
 @dataclass
 class FanOutResult:
     """``completed`` in the order the stages ended; ``failed``: stage -> error message;

@@ -131,8 +131,14 @@ def test_a_stage_that_fails_fails_the_orchestrator_with_its_name(cluster):
     out = (cluster["root"] / "orchestrator-3.log").read_text()
     assert "report" in out and "1 stage(s) failed" in out, out[-4000:]
     runs = stage_runs(cluster)
-    failed = [r["parameters"]["stage"] for r in runs if r["state"]["type"] == "FAILED"]
-    assert failed == ["report"] and len(runs) == before + 1  # only the changed stage ran, and it failed
+    failed = [r for r in runs if r["state"]["type"] == "FAILED"]
+    assert [r["parameters"]["stage"] for r in failed] == ["report"] and len(runs) == before + 1  # only it ran
+
+    again = orchestrator(cluster, "orchestrator-4.log")  # the same commit again: the failure is retried
+    assert again.wait(900) != 0
+    runs = stage_runs(cluster)
+    retried = [r for r in runs if r["state"]["type"] == "FAILED" and r["id"] != failed[0]["id"]]
+    assert len(runs) == before + 2 and [r["idempotency_key"] for r in retried] == [f"{failed[0]['idempotency_key']}#2"]
 
 
 def test_the_gpu_job_the_server_resolves_is_the_one_asked_for(cluster):

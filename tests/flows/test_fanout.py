@@ -41,3 +41,14 @@ def test_the_command_line_needs_a_server_and_says_how_to_start_one():
     proc = subprocess.run([sys.executable, "-m", "flows.fanout"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 1 and "set PREFECT_API_URL" in proc.stderr and "make stage-worker" in proc.stderr
+
+
+def test_a_profile_outside_the_repository_is_refused_before_anything_is_written(tmp_path):
+    from flows.fanout import mrt_fanout
+    from tests.conftest import SMOKE_PARAMS
+
+    outside = tmp_path / "params_elsewhere.yaml"
+    outside.write_text(SMOKE_PARAMS.read_text())
+    with pytest.raises(ConfigError, match="not a file of the repository"):
+        mrt_fanout.fn(profile=str(outside), repo_dir=str(REPO), remote=str(tmp_path / "remote"))
+    assert not (REPO / "runs" / "elsewhere").exists() and not (tmp_path / "remote").exists()

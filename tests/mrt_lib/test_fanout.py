@@ -13,8 +13,10 @@ import yaml
 
 from mrt_lib.fanout import (
     FanOutResult,
+    attempt_keys,
     changed_stages,
     check_acyclic,
+    choose_attempt,
     fan_out,
     idempotency_key,
     job_variables,
@@ -194,3 +196,14 @@ def test_an_interrupted_fan_out_tells_the_running_stages_to_stop():
         fan_out({"a": set(), "b": {"a"}, "c": {"a"}}, run_stage, limit=2, on_done=on_done, stop=stop,
                 order=lambda s: {"a": 0, "b": 1, "c": 2}[s])
     assert seen == ["stopped"]  # fan_out returned only after the running stage had been told
+
+
+def test_a_rerun_waits_for_a_live_or_done_run_and_retries_a_failed_one_under_the_next_key():
+    assert attempt_keys("s:k", 3) == ["s:k", "s:k#2", "s:k#3"]
+    assert choose_attempt("s:k", {}, 3) == ("s:k", False)  # never started: start it
+    for state in ("SCHEDULED", "PENDING", "RUNNING", "COMPLETED", None):
+        assert choose_attempt("s:k", {"s:k": state}, 3) == ("s:k", True)  # started: wait for it
+    assert choose_attempt("s:k", {"s:k": "CRASHED"}, 3) == ("s:k#2", False)  # failed: a new attempt
+    assert choose_attempt("s:k", {"s:k": "FAILED", "s:k#2": "RUNNING"}, 3) == ("s:k#2", True)
+    with pytest.raises(RuntimeError, match="failed 3 times"):
+        choose_attempt("s:k", {"s:k": "FAILED", "s:k#2": "CANCELLED", "s:k#3": "CRASHED"}, 3)
