@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
                 ("fan-out, 1 at a time", lambda w: fanned_out(repo, w, env, 1)),
                 ("fan-out, 2 at once", lambda w: fanned_out(repo, w, env, 2))]
         for rep in range(args.reps):
-            for name, way in ways if rep % 2 == 0 else reversed(ways):
-                work = root / f"rep{rep}-{len(times[name])}-{name.split()[0]}"
+            for index, (name, way) in enumerate(ways if rep % 2 == 0 else reversed(ways)):
+                work = root / f"rep{rep}-way{index}"
                 work.mkdir()
                 times[name].append(way(work))
                 print(f"{name}: {times[name][-1]:.1f} s", flush=True)

@@ -177,3 +177,32 @@ def test_a_profile_replaces_a_source_of_another_kind_whole(tmp_path):
 def test_the_old_episode_gap_key_says_what_replaced_it(tmp_path, monkeypatch, capsys):
     path = write_params(tmp_path, template={"min_gap": 3})
     assert_exit_2_nothing_written(tmp_path, monkeypatch, capsys, path, "template.min_gap", "ignore_within: g - 1")
+
+
+def test_resources_by_stage_group_with_a_default():
+    from mrt_lib.config import ResourcesConfig
+
+    res = ResourcesConfig(default={"memory": "4Gi"}, stages={"rl_round": {"gpus": 8, "processes": 8}})
+    assert res.for_stage("rl_round@mrt_dense-1-round2").gpus == 8
+    assert res.for_stage("rl_start@mrt_dense-1").gpus == 0 and res.for_stage("report").memory == "4Gi"
+    assert load_params(REPO / "params.yaml").resources.for_stage("evaluate").gpus == 1
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"stages": {"rl_rounds": {}}}, "unknown stages \\['rl_rounds'\\]"),
+    ({"default": {"memory": "32m"}}, "memory"),  # 32m is 0.032 bytes: a slip for 32Mi
+    ({"default": {"cpu": "eight"}}, "cpu"),
+    ({"default": {"gpus": -1}}, "gpus"),
+])
+def test_bad_resources_are_refused(raw, message):
+    from mrt_lib.config import ResourcesConfig
+
+    with pytest.raises(ValueError, match=message):
+        ResourcesConfig(**raw)
+
+
+def test_resources_never_change_the_retraining_params_hash():
+    from mrt_lib.retraining import params_hash
+
+    assert params_hash({"rl": {"lr": 1}, "resources": {"default": {"gpus": 1}}}) == params_hash({"rl": {"lr": 1}})
+    assert params_hash({"rl": {"lr": 1}}) != params_hash({"rl": {"lr": 2}})
