@@ -48,7 +48,6 @@ def sequential(repo: Path, work: Path, env: dict) -> float:
 def fanned_out(repo: Path, work: Path, env: dict, concurrency: int) -> float:
     clone = work / f"fanout{concurrency}"
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-    env = dict(env, MRT_REPO=str(clone))
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "flows.fanout", "--remote", str(work / f"remote{concurrency}"),
                            "--concurrency", str(concurrency)], cwd=clone, env=env, capture_output=True, text=True)

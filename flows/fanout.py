@@ -123,8 +123,10 @@ def run_stage_job(pool: StagePool, stage: str, key: str, parameters: dict, varia
                                  timeout=0, as_subflow=True, flow_run_name=f"{stage}-{parameters['commit'][:7]}")
             logger.info(f"stage {stage}: started flow run {run.name} ({run.id}) on {pool.pool_name}")
         else:
-            logger.info(f"stage {stage}: flow run {run.name} ({run.state.type.name}) was started by an earlier "
-                        "orchestrator run: waiting for it instead of starting another")
+            done = run.state is not None and run.state.is_completed()
+            logger.info(f"stage {stage}: flow run {run.name} ({run.state.type.name if run.state else 'new'}) was "
+                        f"started by an earlier orchestrator run: {'its result is used' if done else 'waiting for it'}"
+                        " instead of starting another")
     while run.state is None or not run.state.is_final():
         if stop.wait(POLL_S):
             raise Interrupted(f"stage {stage}: no longer waited for; its flow run {run.name} goes on")
@@ -152,7 +154,8 @@ def restore(stages: list[str], workspace: str, env: dict[str, str]) -> None:
     ran = [line for line in lines if line.startswith("Running stage")]
     if code != 0 or ran:
         raise StageFailed(f"the stages' outputs could not be restored from the remote (exit {code}"
-                          f"{'; DVC ran ' + ', '.join(ran) + ' in the orchestrator instead' if ran else ''}):\n{tail}")
+                          f"{'; DVC ran ' + ', '.join(ran) + ' in the orchestrator instead' if ran else ''}; if the "
+                          f"remote lost them, fan out to a fresh remote):\n{tail}")
 
 
 def fanout_run_name() -> str:
@@ -185,60 +188,92 @@ def mrt_fanout(profile: str = DEFAULT_PROFILE, repo_dir: str = ".", workdir: str
     if concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
     params = check_profile(profile, repo_dir)
-    rel_profile = os.path.relpath(profile_path(profile, repo_dir), Path(repo_dir).resolve())
-    if rel_profile.startswith(".."):
-        raise ConfigError(f"profile {profile}: not a file of the repository {Path(repo_dir).resolve()}; stage jobs "
-                          "read it at the commit, so commit it there")
+    rel_profile = repository_file(profile, repo_dir)
     commit = refuse_uncommitted(repo_dir, rel_profile)
-    remote = remote or default_dvc_remote(repo_dir, dvc_executable())
+    remote = absolute_location(remote or default_dvc_remote(repo_dir, dvc_executable()) or "")
     if not remote:
         raise ConfigError("no DVC remote: pass --remote URL (a directory works on one machine) or set the "
                           "repository's default remote (dvc remote add -d NAME URL)")
     ws = workspace_for(profile, repo_dir, workdir)
-    logger = get_run_logger()
     from prefect import get_client
 
     with get_client(sync_client=True) as client, workspace_lock(ws):
         pool = StagePool(client, deployment)
-        tracking = tracking_uri or os.environ.get(TRACKING_URI_ENV) or _absolute_store(params.runtime.tracking_uri, ws)
+        tracking = _absolute_store(tracking_uri or os.environ.get(TRACKING_URI_ENV) or params.runtime.tracking_uri, ws)
         if pool.pool_type != "process":
             check_cluster_inputs(pool, commit, image, remote, tracking)
         if not runs_in_place(profile, repo_dir, workdir):
             prepare_workspace(profile, str(ws), repo_dir, share_cache=False)  # its data comes from the remote
         set_dvc_remote(ws, remote, dvc_executable())
-        group, parent = open_tracking(tracking, params.runtime.experiment, ws)
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         graph = stages_to_run(stage_graph(ws, dvc_executable()), changed_stages(ws, dvc_executable()))
         if not graph:
             print(f"fan-out {profile}: every stage is up to date in {ws}")
             return {"workspace": str(ws), "commit": commit, "stages": [], "tracking_uri": tracking}
         _push_done(ws, env)
-        raw = read_params_file(ws / "params.yaml")
-        common = {"commit": commit, "source": source or str(Path(repo_dir).resolve()),
-                  "profile": rel_profile,
-                  "remote": remote, "checkout_root": checkout_root, "tracking_uri": tracking,
-                  "pipeline_run": group, "parent_run": parent}
-        logger.info(f"fan-out of {len(graph)} stages at {commit[:12]} on {pool.pool_name} ({pool.pool_type}), "
-                    f"{concurrency} at once, data through {remote}")
-        base = contextvars.copy_context()  # each thread runs in a copy: the flow run's context, for the subflow links
-
-        def run(stage: str) -> None:
-            variables, dropped = job_variables(params.resources.for_stage(stage), image, pool.accepted)
-            if dropped:
-                logger.info(f"stage {stage}: {pool.pool_type} pool {pool.pool_name} takes no {', '.join(dropped)}")
-            key = idempotency_key(stage, commit=commit, params=params_hash(raw), remote=remote, deployment=deployment)
-            base.copy().run(run_stage_job, pool, stage, key, {**common, "stage": stage}, variables, stop)
-
-        stop = threading.Event()
-        result = fan_out(graph, run, concurrency, order=stage_order, stop=stop)
-        if result.ok:  # every stage: DVC's own walk over the whole pipeline, as a sequential repro
-            restore([], str(ws), env)
-        elif result.completed:  # a failed fan-out: the stages that did complete are good
-            restore(sorted(result.completed, key=stage_order), str(ws), env)
-    if not result.ok:
-        raise StageFailed(f"fan-out {profile}: {result.summary()}")
+        group, parent = open_tracking(tracking, params.runtime.experiment, ws)
+        common = {"commit": commit, "source": source or str(Path(repo_dir).resolve()), "profile": rel_profile,
+                  "remote": remote, "checkout_root": absolute_location(checkout_root) or None,
+                  "tracking_uri": tracking, "pipeline_run": group, "parent_run": parent}
+        get_run_logger().info(f"fan-out of {len(graph)} stages at {commit[:12]} on {pool.pool_name} "
+                              f"({pool.pool_type}), {concurrency} at once, data through {remote}")
+        run = stage_runner(pool, params, read_params_file(ws / "params.yaml"), common, image, deployment)
+        result = fan_out(graph, run, concurrency, order=stage_order, stop=run.stop)
+        restore_after(result, str(ws), env, profile)
     print(f"fan-out {profile}: {result.summary()} (at most {result.max_running} at once); outputs in {ws}")
     return {"workspace": str(ws), "commit": commit, "stages": result.completed, "tracking_uri": tracking}
+
+
+def repository_file(profile: str, repo_dir: str) -> str:
+    """The profile's path inside the repository (stage jobs read it at the commit)."""
+    path, repo = profile_path(profile, repo_dir), Path(repo_dir).resolve()
+    if not path.is_relative_to(repo):
+        raise ConfigError(f"profile {profile}: not a file of the repository {repo}; stage jobs read it at the "
+                          "commit, so commit it there")
+    return str(path.relative_to(repo))
+
+
+def absolute_location(location: str | None) -> str:
+    """A URL as it is, a local path made absolute: DVC stores a relative remote relative to the
+    folder it is set in, and the orchestrator and every checkout are different folders."""
+    if not location or "://" in location:
+        return location or ""
+    return str(Path(location).expanduser().resolve())
+
+
+def stage_runner(pool: StagePool, params, raw: dict, common: dict, image: str | None, deployment: str):
+    """``run(stage)`` for ``fan_out``: the stage's job variables and key, then its job, in a copy
+    of this thread's context (the flow run's: Prefect links each job as a subflow through it).
+    ``run.stop`` tells the waiting threads to return."""
+    logger = get_run_logger()
+    base = contextvars.copy_context()
+    stop = threading.Event()
+
+    def run(stage: str) -> None:
+        variables, dropped = job_variables(params.resources.for_stage(stage), image, pool.accepted)
+        if dropped:
+            logger.info(f"stage {stage}: {pool.pool_type} pool {pool.pool_name} takes no {', '.join(dropped)}")
+        key = idempotency_key(stage, commit=common["commit"], params=params_hash(raw), remote=common["remote"],
+                              deployment=deployment)
+        base.copy().run(run_stage_job, pool, stage, key, {**common, "stage": stage}, variables, stop)
+
+    run.stop = stop
+    return run
+
+
+def restore_after(result, workspace: str, env: dict[str, str], profile: str) -> None:
+    """Restore what the fan-out made; ``StageFailed`` naming the failed stages (and a restore
+    that failed too) unless every stage completed."""
+    if result.ok:  # every stage: DVC's own walk over the whole pipeline, as a sequential repro
+        restore([], workspace, env)
+        return
+    problem = ""
+    if result.completed:  # the stages that did complete are good: restore them anyway
+        try:
+            restore(sorted(result.completed, key=stage_order), workspace, env)
+        except StageFailed as exc:
+            problem = f"; restoring the completed stages failed too: {exc}"
+    raise StageFailed(f"fan-out {profile}: {result.summary()}{problem}")
 
 
 def open_tracking(tracking: str, experiment: str, ws: Path) -> tuple[str, str]:
@@ -264,7 +299,7 @@ def check_cluster_inputs(pool: StagePool, commit: str, image: str | None, remote
     if "://" not in remote:
         raise ConfigError(f"{where}: the DVC remote {remote!r} is a local path; give one the pods reach "
                           "(e.g. s3://BUCKET/mrt)")
-    if tracking.startswith("sqlite:") or tracking.startswith("file:"):
+    if "://" not in tracking or tracking.startswith(("sqlite:", "file:")):
         raise ConfigError(f"{where}: the tracking store {tracking!r} is this machine's; give an MLflow server "
                           "(--tracking-uri / MRT_TRACKING_URI, e.g. http://mlflow.mrt.svc.cluster.local:5000)")
 

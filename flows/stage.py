@@ -39,9 +39,11 @@ def stage_run_name() -> str:
     return f"{flow_run.parameters['stage']}-{flow_run.parameters['commit'][:7]}"
 
 
-def checkout_dir(root: str | Path, commit: str, stage: str) -> Path:
-    """One folder per commit and stage (``@`` is a legal name, but not in every tool's paths)."""
-    return Path(root) / commit[:12] / stage.replace("@", "__")
+def checkout_dir(root: str | Path, commit: str, stage: str, attempt: str) -> Path:
+    """One folder per commit, stage and attempt (the flow run: a rescheduled run, an evicted pod,
+    finds its own state again; another attempt or another profile's job never shares it). ``@``
+    is a legal name, but not in every tool's paths."""
+    return Path(root) / commit[:12] / f"{stage.replace('@', '__')}-{attempt[:8]}"
 
 
 @task(name="checkout", cache_policy=None)
@@ -49,7 +51,7 @@ def prepare_checkout(source: str, commit: str, dest: str, profile: str, remote: 
     """The commit checked out in ``dest``, the profile as its ``params.yaml``, ``remote`` as its
     DVC remote."""
     checkout = make_checkout(source, commit, dest)
-    if Path(profile).name != DEFAULT_PROFILE or Path(profile).parent != Path("."):
+    if Path(profile) != Path(DEFAULT_PROFILE):
         resolved = read_params_file(profile_path(profile, checkout))  # the profile at the commit, inherit resolved
         write_text_atomic(checkout / "params.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
     set_dvc_remote(checkout, remote, dvc_executable())
@@ -97,15 +99,20 @@ def mrt_stage(stage: str, commit: str, source: str = ".", profile: str = DEFAULT
               parent_run: str | None = None, keep_checkout: bool = False) -> dict:
     """Run ``stage`` of the pipeline at ``commit`` of ``source`` (a repository path or URL; a
     relative path is relative to the worker's working directory) under ``profile``, in a
-    checkout of its own below ``checkout_root`` (default ``<source>/runs/.checkouts``), its data
+    checkout of its own below ``checkout_root`` (default ``<source>/runs/.checkouts``, kept after
+    a failure for a look), its data
     through the DVC remote ``remote``; its MLflow run goes to ``tracking_uri`` under the parent
     run ``parent_run``. Returns the stage, the stages that ran and the checkout (removed once
     pushed unless ``keep_checkout``)."""
     entry_environment(needs_hub=True)
     if not remote:
         raise ConfigError("a stage job needs the DVC remote its data goes through (parameter remote)")
-    root = Path(checkout_root) if checkout_root else Path(source) / CHECKOUTS
-    checkout = prepare_checkout(source, commit, str(checkout_dir(root, commit, stage)), profile, remote)
+    from prefect.runtime import flow_run
+
+    local = Path(source).is_dir()  # else a git URL: the checkouts go below the working directory
+    root = Path(checkout_root) if checkout_root else (Path(source) if local else Path(".")) / CHECKOUTS
+    dest = checkout_dir(root, commit, stage, str(flow_run.id or "local"))
+    checkout = prepare_checkout(source, commit, str(dest), profile, remote)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     run_env = {TRACKING_URI_ENV: tracking_uri, PIPELINE_RUN_ENV: pipeline_run, PARENT_RUN_ENV: parent_run}
     env.update({k: v for k, v in run_env.items() if v})

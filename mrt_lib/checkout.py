@@ -47,13 +47,17 @@ def uncommitted(repo: str | Path, paths: tuple[str, ...]) -> list[str]:
     existing = [p for p in paths if (Path(repo) / p).exists() or git(repo, "ls-files", "--", p)]
     if not existing:
         return []
-    out = git(repo, "status", "--porcelain", "--untracked-files=all", "--", *existing)
-    return sorted(line for line in out.splitlines() if line.strip())
+    proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *existing], cwd=repo,
+                          capture_output=True, text=True, check=True)  # not stripped: " M" and "M " differ
+    return sorted(line for line in proc.stdout.splitlines() if line.strip())
 
 
 def refuse_uncommitted(repo: str | Path, profile: str) -> str:
     """HEAD, or ``UncommittedChanges`` listing what to commit first."""
     commit = head_commit(repo)
+    if subprocess.run(["git", "cat-file", "-e", f"HEAD:{profile}"], cwd=repo, capture_output=True).returncode != 0:
+        raise UncommittedChanges(f"profile {profile} is not in commit {commit[:12]} (untracked or ignored): every "
+                                 "stage job reads it at the commit, so add and commit it first")
     changed = uncommitted(repo, (*TRACKED, profile))
     if changed:
         listed = "; ".join(changed[:8]) + (f"; and {len(changed) - 8} more" if len(changed) > 8 else "")
@@ -80,8 +84,7 @@ def make_checkout(source: str | Path, commit: str, dest: str | Path) -> Path:
     partial = dest.with_name(dest.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shared = ["--shared"] if Path(str(source)).exists() else []  # a local source: share its objects
-    subprocess.run(["git", "clone", "-q", "--no-checkout", *shared, str(source), str(partial)], check=True,
-                   capture_output=True)
+    git(dest.parent, "clone", "-q", "--no-checkout", *shared, str(source), str(partial))
     try:
         git(partial, "checkout", "-q", "--detach", commit)
     except RuntimeError:

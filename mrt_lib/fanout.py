@@ -62,8 +62,9 @@ def check_acyclic(upstream: dict[str, set[str]]) -> None:
 
 
 def idempotency_key(stage: str, **parts: Any) -> str:
-    """One stage run's name for Prefect: the stage and a hash of what it is made from (commit,
-    params, the hashes of its inputs). Equal parts, equal keys."""
+    """One stage run's name for Prefect: the stage and a hash of what it is made from (the
+    orchestrator passes the commit, the resolved params, the remote and the deployment: with the
+    commit, the code and the inputs' recipe are fixed). Equal parts, equal keys."""
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
     return f"{stage}:{digest}"
 
@@ -86,7 +87,8 @@ def choose_attempt(key: str, state_by_key: dict[str, str | None], attempts: int)
             return k, False
         if state_by_key[k] not in FAILED_STATES:
             return k, True
-    raise RuntimeError(f"{key}: failed {attempts} times; look at its runs before starting it again")
+    raise RuntimeError(f"{key}: failed {attempts} times; look at its runs, fix the cause and commit it (a new "
+                       "commit is a new key)")
 
 
 @dataclass

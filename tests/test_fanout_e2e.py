@@ -110,7 +110,7 @@ def test_fan_out_killed_and_rerun_matches_a_sequential_repro(cluster):
     stages = [r["parameters"]["stage"] for r in runs]
     assert sorted(stages) == sorted(set(stages)) and len(stages) == N_STAGES  # one flow run per stage
     assert set(states(runs)) == {"COMPLETED"}
-    assert len({r["idempotency_key"] for r in runs}) == N_STAGES
+    assert {r["id"] for r in in_flight} <= {r["id"] for r in runs}  # the runs in flight at the stop were waited for
     for r in runs:  # each job ran its own stage only: the upstream ones came from the remote
         assert f"(ran: {r['parameters']['stage']})" in run_logs(cluster, r["id"])
     for path in COMPARED:

@@ -46,8 +46,11 @@ def test_a_clean_tree_gives_its_commit(repo):
     assert refuse_uncommitted(repo, "params.yaml") == head_commit(repo) == git(repo, "rev-parse", "HEAD")
 
 
-@pytest.mark.parametrize("change", ["modified code", "untracked code", "staged params", "deleted code"])
-def test_uncommitted_code_or_params_is_refused_naming_the_files(repo, change):
+@pytest.mark.parametrize("change, named", [
+    ("modified code", r" M mrt_lib/x\.py"), ("untracked code", r"\?\? mrt_lib/new\.py"),
+    ("staged params", r"M  params\.yaml"), ("deleted code", r" D mrt_lib/x\.py"),
+])
+def test_uncommitted_code_or_params_is_refused_naming_the_files(repo, change, named):
     if change == "modified code":
         (repo / "mrt_lib" / "x.py").write_text("X = 2\n")
     elif change == "untracked code":
@@ -57,8 +60,17 @@ def test_uncommitted_code_or_params_is_refused_naming_the_files(repo, change):
         git(repo, "add", "params.yaml")
     else:
         (repo / "mrt_lib" / "x.py").unlink()
-    with pytest.raises(UncommittedChanges, match=r"uncommitted changes .*(x\.py|new\.py|params\.yaml).*commit"):
+    with pytest.raises(UncommittedChanges, match=rf"uncommitted changes .*\({named}\).*commit \(or stash\) them"):
         refuse_uncommitted(repo, "params.yaml")
+
+
+def test_a_profile_that_is_not_in_the_commit_is_refused(repo):
+    (repo / ".gitignore").write_text("__pycache__/\nprofiles/\n")
+    git(repo, "commit", "-qam", "ignore profiles")
+    (repo / "profiles").mkdir()
+    (repo / "profiles" / "params_local.yaml").write_text("a: 3\n")  # ignored: git status would not show it
+    with pytest.raises(UncommittedChanges, match="profile profiles/params_local.yaml is not in commit"):
+        refuse_uncommitted(repo, "profiles/params_local.yaml")
 
 
 def test_no_commit_is_a_config_error(tmp_path):
