@@ -23,18 +23,9 @@ import time
 from pathlib import Path
 
 from benchmarks.record import print_table, record
-from tests.test_team import BIN, create_pools, free_port, run, stop, team_repo, wait_healthy
+from tests.test_team import committed_project, local_team, run
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def project(root: Path) -> Path:
-    """The smoke project committed, its DVC config and ignores in the commit."""
-    repo = team_repo(root / "repo")
-    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
-    for args in (["git", "add", "-A"], ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "dvc"]):
-        subprocess.run(args, cwd=repo, check=True, capture_output=True)
-    return repo
 
 
 def sequential(repo: Path, work: Path, env: dict) -> float:
@@ -62,27 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=1)
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="mrt-fanout-bench-"))
-    repo = project(root)
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MRT_"))}
-    env.update(PREFECT_HOME=str(root / "prefect-home"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_LOGGING_LEVEL="WARNING", MRT_REPO=str(repo),
-               PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")
+    repo = committed_project(root / "repo")
     times: dict[str, list[float]] = {"sequential dvc repro": [], "fan-out, 1 at a time": [], "fan-out, 2 at once": []}
-    procs = []
-    try:
-        with open(root / "server.log", "wb") as log:
-            procs.append(subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                           str(port)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
-        wait_healthy(api, procs[0], root / "server.log")
-        create_pools(repo, env)
-        run(["prefect", "--no-prompt", "deploy", "--all"], repo, {k: v for k, v in env.items() if k != "MRT_REPO"})
-        with open(root / "worker.log", "wb") as log:  # the worker's clone: stage jobs clone from the path they get
-            procs.append(subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "mrt-stages", "--type",
-                                           "process", "--limit", "2"], cwd=root, env=env, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+    # a worker on the stage pool: stage jobs clone from the path the orchestrator gives them
+    with local_team(root, repo, ["--pool", "mrt-stages", "--limit", "2"], log_level="WARNING") as server:
+        env = server["env"]
         ways = [("sequential dvc repro", lambda w: sequential(repo, w, env)),
                 ("fan-out, 1 at a time", lambda w: fanned_out(repo, w, env, 1)),
                 ("fan-out, 2 at once", lambda w: fanned_out(repo, w, env, 2))]
@@ -92,9 +67,6 @@ def main(argv: list[str] | None = None) -> None:
                 work.mkdir()
                 times[name].append(way(work))
                 print(f"{name}: {times[name][-1]:.1f} s", flush=True)
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
     med = {name: statistics.median(ts) for name, ts in times.items()}
     base = med["sequential dvc repro"]
     print_table(["way", "median wall time (s)", "vs sequential"],

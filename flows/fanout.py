@@ -30,7 +30,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.pipeline import StageFailed, check_profile, run_flow, stage_order, stage_process
+from flows.pipeline import StageFailed, check_profile, run_flow, stage_order, stage_process, workspace_run_name
 from flows.workspace import (
     DEFAULT_PROFILE,
     dvc_executable,
@@ -39,7 +39,6 @@ from flows.workspace import (
     runs_in_place,
     workspace_for,
     workspace_lock,
-    workspace_name,
 )
 from mrt_lib.checkout import default_dvc_remote, refuse_uncommitted, set_dvc_remote
 from mrt_lib.common import entry_environment
@@ -159,13 +158,8 @@ def restore(stages: list[str], workspace: str, env: dict[str, str]) -> None:
 
 
 def fanout_run_name() -> str:
-    from datetime import datetime, timezone
-
-    from prefect.runtime import flow_run
-
-    profile = flow_run.parameters.get("profile", DEFAULT_PROFILE)
-    name = "default" if Path(profile).name == DEFAULT_PROFILE else workspace_name(profile)
-    return f"fanout-{name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    """``fanout-smoke-20261202-0412``."""
+    return workspace_run_name("fanout-")
 
 
 @flow(name="mrt-fanout", log_prints=True, flow_run_name=fanout_run_name)

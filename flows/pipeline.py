@@ -126,13 +126,18 @@ def stage_task(stage: str):
                                   retry_condition_fn=_retry_unless_bad_input if safe else None)
 
 
-def pipeline_run_name() -> str:
-    """A flow run's name: the workspace and the start time (``smoke-20261202-0412``)."""
+def workspace_run_name(prefix: str = "") -> str:
+    """A flow run's name: ``prefix``, the workspace of its ``profile`` and the start time."""
     from prefect.runtime import flow_run
 
     profile = flow_run.parameters.get("profile", DEFAULT_PROFILE)
     name = "default" if Path(profile).name == DEFAULT_PROFILE else workspace_name(profile)
-    return f"{name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    return f"{prefix}{name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+
+def pipeline_run_name() -> str:
+    """A pipeline run's name: the workspace and the start time (``smoke-20261202-0412``)."""
+    return workspace_run_name()
 
 
 @flow(name="mrt-pipeline", log_prints=True, flow_run_name=pipeline_run_name)

@@ -6,7 +6,6 @@ outputs and ``dvc.lock`` are byte-identical to a sequential ``dvc repro`` of the
 Then a committed change that breaks one stage fails the orchestrator with its name."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.test_team import BIN, create_pools, free_port, run, run_logs, stop, team_repo, wait_healthy
+from tests.test_team import committed_project, local_team, run, run_logs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 COMPARED = ("dvc.lock", "metrics/evaluate.json", "data/dataset/meta.json", "rl/mrt_dense/s1/r1/rollouts.jsonl",
@@ -35,32 +34,9 @@ def cluster(tmp_path_factory):
     """Server, pools, every deployment and a worker on the stage pool (``--limit 2``), over a
     committed project whose DVC config and ignores are in the commit, as in a real clone."""
     root = tmp_path_factory.mktemp("fanout")
-    repo = team_repo(root / "repo")
-    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
-    commit(repo, "dvc config and ignores")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MRT_"))}
-    env.update(PREFECT_HOME=str(root / "prefect-home"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_LOGGING_LEVEL="INFO", MRT_REPO=str(repo),
-               PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")
-    procs = []
-    try:
-        with open(root / "server.log", "wb") as log:
-            procs.append(subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                           str(port)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
-        wait_healthy(api, procs[0], root / "server.log")
-        create_pools(repo, env)
-        run(["prefect", "--no-prompt", "deploy", "--all"], repo, {k: v for k, v in env.items() if k != "MRT_REPO"})
-        with open(root / "worker.log", "wb") as log:
-            procs.append(subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "mrt-stages", "--type",
-                                           "process", "--limit", "2"], cwd=root, env=env, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
-        yield {"repo": repo, "env": env, "api": api, "root": root, "remote": root / "remote"}
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
+    repo = committed_project(root / "repo")
+    with local_team(root, repo, ["--pool", "mrt-stages", "--limit", "2"]) as server:
+        yield {"repo": repo, "root": root, "remote": root / "remote", **server}
 
 
 def orchestrator(cluster, log_name: str) -> subprocess.Popen:

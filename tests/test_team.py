@@ -14,7 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -65,15 +67,27 @@ def team_repo(root: Path) -> Path:
     return repo
 
 
-@pytest.fixture(scope="module")
-def team(tmp_path_factory):
-    root = tmp_path_factory.mktemp("team")
-    repo = team_repo(root / "repo")
+def committed_project(root: Path) -> Path:
+    """``team_repo`` with its DVC config and git ignores committed too, as in a real clone (stage
+    checkouts are clones of the commit)."""
+    repo = team_repo(root)
+    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
+    for args in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "dvc"]):
+        subprocess.run(args, cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+@contextmanager
+def local_team(root: Path, repo: Path, worker: list[str], log_level: str = "INFO") -> Iterator[dict]:
+    """A Prefect server on a free loopback port (its home in ``root``), the pools and every
+    deployment of ``repo``'s ``prefect.yaml``, and a process worker with ``worker`` (its pool
+    options); stopped in every case. Yields the environment to talk to it, its API URL and the
+    deploy command's result."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MRT_"))}
     env.update(PREFECT_HOME=str(root / "prefect-home"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_LOGGING_LEVEL="INFO", MRT_REPO=str(repo),
+               PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_LOGGING_LEVEL=log_level, MRT_REPO=str(repo),
                PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")
     procs = []
     try:
@@ -87,14 +101,22 @@ def team(tmp_path_factory):
         deployed = run(["prefect", "--no-prompt", "deploy", "--all"], repo,
                        {k: v for k, v in env.items() if k != "MRT_REPO"})
         with open(root / "worker.log", "wb") as log:
-            procs.append(subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "mrt-process", "--type",
-                                           "process"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+            procs.append(subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--type", "process", *worker],
+                                          cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
-        yield {"repo": repo, "env": env, "api": api, "deployed": deployed, "root": root}
+        yield {"env": env, "api": api, "deployed": deployed}
     finally:
         for proc in reversed(procs):
             stop(proc)
     assert all(p.poll() is not None for p in procs)
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    root = tmp_path_factory.mktemp("team")
+    repo = team_repo(root / "repo")
+    with local_team(root, repo, ["--pool", "mrt-process"]) as server:
+        yield {"repo": repo, "root": root, **server}
 
 
 def create_pools(repo: Path, env: dict) -> None:
