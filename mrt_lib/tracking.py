@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mrt_lib.common import LOCKS, LockedError, exclusive_lock, exit_on
+from mrt_lib.distributed import launched_world
 
 PIPELINE_RUN_ENV = "MRT_PIPELINE_RUN"
 PARENT_RUN_ENV = "MRT_PARENT_RUN_ID"
@@ -248,12 +249,22 @@ def _end_stale_runs(mlflow: Any, experiment: str) -> None:
         print(f"tracking: runs of killed stages left RUNNING ({_first_line(exc)})", file=sys.stderr)
 
 
+class _Silent:
+    """What ``stage_run`` yields on processes other than 0: every logging call does nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
 @contextmanager
 def stage_run(stage: str, tracking_uri: str, experiment: str, params: dict[str, Any], run_name: str | None = None,
               tags: dict[str, str] | None = None) -> Iterator[Any]:
     """Open the MLflow run of one stage; yields the ``mlflow`` module for logging. One run of a
     stage (of an RL round: of that arm, seed and round) at a time per workspace: a second one
     exits 1 at once naming the first, as does a store that cannot be opened."""
+    if launched_world()[0] != 0:  # a data-parallel stage: process 0 alone tracks (and holds the lock)
+        yield _Silent()
+        return
     name = run_name or stage
     lock = LOCKS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.lock"
     with exit_on((LockedError, TrackingStoreError), stage, 1), exclusive_lock(lock, f"{name} in this workspace"):

@@ -46,6 +46,7 @@ from mrt_lib.common import (
 )
 from mrt_lib.config import Params, RlConfig, StageConfig, for_stage, load_params_or_exit
 from mrt_lib.data import dataset_hash, load_problems
+from mrt_lib.distributed import WorldError, all_sum, check_world, gather, launch_as, launched_world, shard
 from mrt_lib.envs import GradingMeter, environment, family
 from mrt_lib.generation import make_backend
 from mrt_lib.generation.curves import episode_curves
@@ -88,22 +89,33 @@ def rollout_backend(params: StageConfig, cfg: RlConfig, model, tok, start: Path)
                         dtype=gen.vllm_dtype)
 
 
+def meter_take(meter: GradingMeter) -> dict[str, int]:
+    """The grading counts since the last take, summed over the processes."""
+    counts = meter.take()
+    keys = sorted(counts)
+    return dict(zip(keys, (int(v) for v in all_sum([counts[k] for k in keys]))))
+
+
 def run_rl_round(params: Params, paths: Paths, arm: str, seed: int, round_n: int, log=None) -> dict:
     """Run round ``round_n`` of ``arm`` with ``seed``; write its outputs; return its metrics."""
+    processes = params.resources.for_stage("rl_round").processes  # the launched group's size
     params = for_stage(params, SECTIONS)
     cfg = params.rl.for_arm(arm)
     if arm not in cfg.arms or seed not in cfg.seeds or not 1 <= round_n <= len(cfg.rounds):
         raise ValueError(f"{arm} seed {seed} round {round_n} is not in rl.arms/rl.seeds/rl.rounds")
     with environment(params) as env:
-        return _round(params, paths, cfg, env, get_arm(arm), seed, round_n, log)
+        return _round(params, paths, cfg, env, get_arm(arm), seed, round_n, log, processes)
 
 
-def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed: int, round_n: int, log) -> dict:
+def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed: int, round_n: int, log,
+           processes: int = 1) -> dict:
     t0 = time.time()
     mp = params.meta_prover
     # load: the round's start policy (trained), the reference, the engine, the problems
     start_path = round_model(paths, arm.name, seed, round_n - 1)
     accelerator = make_accelerator(cfg)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    check_world("rl_round", processes, world)
     model, tok = load_policy(start_path)
     ref_model, _ = load_policy(paths.model(cfg.start))
     family(params.env.kind).check_tokenizer(tok, params.env, params.template)
@@ -114,6 +126,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
     engine = family(params.env.kind).engine(backend, env, cfg.temperature, params.env)
     problems = load_problems(paths, "train")
     val_problems = load_problems(paths, "val")[: cfg.val_problems]
+    shard(len(val_problems) * cfg.val_samples, rank, world)  # refused now, not after the first steps
     cost = probe_cost(engine, problems[0], mp)
     meter = GradingMeter(params, env)  # after the probe: counts per step and per validation
 
@@ -137,28 +150,40 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
         # sample: G continuations of each of the step's prefixes; score every episode end
         prefixes = run.pool[step * cfg.prompts_per_step : (step + 1) * cfg.prompts_per_step]
         starts = continuation_starts(prefixes, arm.answer_now, cfg)
-        rolls = engine.run_from(starts, cfg.train_budget, derive_seed(seed, "step", round_n, step), cfg.batch_size)
-        curves = episode_curves(engine, rolls, mp.estimator, mp.samples, derive_seed(seed, "step-j", round_n, step))
+        # this process's groups: whole groups only, so advantages are normalised as on one process
+        mine = shard(len(prefixes), rank, world)
+        own = slice(mine.start * cfg.group_size, mine.stop * cfg.group_size)
+        rolls = engine.run_from(starts[own], cfg.train_budget, derive_seed(seed, "step", round_n, step),
+                                cfg.batch_size, first=own.start)
+        curves = episode_curves(engine, rolls, mp.estimator, mp.samples, derive_seed(seed, "step-j", round_n, step),
+                                first=own.start)  # probes stay with the rollout's process
         # update: the arm's advantages, the clipped loss
-        batch = group(rolls, curves, prefixes, starts, cfg.group_size)
+        batch = group(rolls, curves, prefixes[mine.start : mine.stop], starts[own], cfg.group_size)
         adv, mask = arm.advantages(batch, cfg).flatten(0, 1), batch.mask.flatten(0, 1)
         update = policy_update(accelerator, model, ref_model, optimizer, rolls, adv, mask, cfg, tok.pad_token_id)
         if hasattr(backend, "sync_weights"):  # vLLM generates from its own copy of the weights
             backend.sync_weights(full_named_parameters(accelerator, model))
-        # record
-        row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg, cost), **update, **meter.take()}
+        # record: the whole step's rollouts, gathered in order on every process
+        mean_adv = gather([float(a[m].mean()) if m.any() else 0.0 for a, m in zip(adv, mask)])
+        sampled_by = gather([len(rolls)])
+        rolls, curves = gather(rolls), gather(curves)
+        row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg, cost), **update,
+               **meter_take(meter)}
+        if world > 1:  # who sampled what (not a metric: one count per process)
+            row["sampled_by_process"] = sampled_by
         run.history.append(row)
-        mean_adv = [float(a[m].mean()) if m.any() else 0.0 for a, m in zip(adv, mask)]
         run.records += [rollout_record(r, c, engine, step + 1, prefixes[i // cfg.group_size], s.answer_now, a)
                         for i, (r, c, s, a) in enumerate(zip(rolls, curves, starts, mean_adv))]
         run.step = step + 1
         if log:
-            log({k: v for k, v in row.items() if k != "step"}, (round_n - 1) * cfg.steps_per_round + run.step)
+            log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"},
+                (round_n - 1) * cfg.steps_per_round + run.step)
         # validate and snapshot every save_every steps
         if run.step % cfg.save_every == 0 or run.step == cfg.steps_per_round:
-            val = validate(engine, model, ref_model, val_problems, cfg, round_n, tok.pad_token_id, mp)
+            val = validate(engine, accelerator.unwrap_model(model), ref_model, val_problems, cfg, round_n,
+                           tok.pad_token_id, mp)
             best_so_far = max((v["val_accuracy"] for v in run.validations), default=-1.0)
-            run.validations.append({"step": run.step, **val, **meter.take()})
+            run.validations.append({"step": run.step, **val, **meter_take(meter)})
             if cfg.keep == "last_and_best" and val["val_accuracy"] > best_so_far:
                 save_model(accelerator, model, tok, state_dir / "best")
             if run.step < cfg.steps_per_round:
@@ -173,6 +198,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
         write_outputs(paths.rl_round(arm.name, seed, round_n), accelerator.unwrap_model(model), weights, tok, summary,
                       run, best)
         resume.clear()
+    accelerator.wait_for_everyone()  # every process may read the outputs once this returns
     return summary | {"wall_seconds": time.time() - t0}  # to MLflow only: outputs stay reproducible
 
 
@@ -184,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--round", type=int, required=True)
     args = parser.parse_args(argv)
     params = load_params_or_exit(args.params)
+    launch_as("rl_round", argv, params.resources.for_stage("rl_round").processes, params.rl.prompts_per_step)
     entry_environment()
     setup_process(params.runtime.torch_threads, derive_seed(args.seed, args.arm, args.round))
     paths = Paths()
@@ -198,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     tags = {"mrt.arm": args.arm, "mrt.seed": str(args.seed), "mrt.round": str(args.round)}
     with stage_run("rl_round", params.runtime.tracking_uri, params.runtime.experiment, logged,
                    run_name=f"rl_round {args.arm} s{args.seed} r{args.round}", tags=tags) as mlflow:
-        with exit_on((GradingError, UnsafeStateError), "rl_round", 1):
+        with exit_on((GradingError, UnsafeStateError), "rl_round", 1), exit_on(WorldError, "rl_round", 2):
             summary = run_rl_round(params, paths, args.arm, args.seed, args.round,
                                    log=lambda m, step: mlflow.log_metrics(m, step=step))
         mlflow.log_metrics({f"round.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))},
@@ -211,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
             mlflow.log_table({k: [row[k] for row in sample] for k in ("problem_id", "step", "prefix_text", "text",
                                                                       "roles", "reward", "episode_j")},
                              artifact_file=f"rollouts_r{args.round}.json")
-    print(f"rl_round: {json.dumps(summary)}")
+    if launched_world()[0] == 0:
+        print(f"rl_round: {json.dumps(summary)}")
 
 
 if __name__ == "__main__":

@@ -60,8 +60,10 @@ class GenerationBackend(Protocol):
     def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
         """``params.n`` completions for each prompt (token ids)."""
 
-    def next_tokens(self, seqs: Sequence[Sequence[int]], temperature: float, generator: torch.Generator) -> list[int]:
-        """One sampled next token per sequence (the step of an interactive rollout)."""
+    def next_tokens(self, seqs: Sequence[Sequence[int]], temperature: float,
+                    generator: torch.Generator | Sequence[torch.Generator]) -> list[int]:
+        """One sampled next token per sequence (the step of an interactive rollout); with a list,
+        sequence i draws from ``generator[i]`` alone."""
 
     def token_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]:
         """Teacher-forced log-probability of every token after the first: len(seq) - 1 each."""

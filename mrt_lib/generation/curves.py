@@ -6,12 +6,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from mrt_core.envs.base import Role
 from mrt_core.episodes import Episode
 from mrt_core.meta_prover import j_sampled
 from mrt_lib.generation.prefix_tree import ProbeJob
+from mrt_lib.generation.rollouts import sample_generators
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,12 @@ def _episodes_and_cuts(engine, r) -> tuple[tuple[Episode, ...], tuple[int, ...],
 
 
 def episode_curves(engine, rolls: list, estimator: str = "exact", samples: int = 8,
-                   seed: int = 0) -> list[EpisodeCurve]:
+                   seed: int = 0, first: int = 0) -> list[EpisodeCurve]:
     """Split each rollout's search into episodes and read the meta-prover's J after each:
     ``exact`` (METHOD.md (3), finite answer sets: teacher-forced probability of the reference,
     all rollouts' probes in batched trees) or ``sampled`` (METHOD.md (2): ``samples`` forced
-    answers per prefix, decoded over the shared prefix and graded)."""
+    answers per prefix, decoded over the shared prefix and graded; ``first``: the index of
+    ``rolls[0]`` in the whole run when ``rolls`` is one process's shard)."""
     if not rolls:
         return []
     shapes = [_episodes_and_cuts(engine, r) for r in rolls]
@@ -62,9 +63,8 @@ def episode_curves(engine, rolls: list, estimator: str = "exact", samples: int =
         j_rows = [[math.exp(float(row.sum())) for row in logp]
                   for logp in engine.backend.probe_logprobs_batch(jobs, engine.term_ids, answers)]
     elif estimator == "sampled":
-        gen = torch.Generator().manual_seed(seed)
-        j_rows = []
-        for r, job in zip(rolls, jobs):
+        j_rows = []  # rollout first + i draws its probes from its own generator (as in run_from)
+        for gen, r, job in zip(sample_generators(seed, len(rolls), first), rolls, jobs):
             drawn = engine.backend.probe_sampled(job, engine.term_ids, engine.env.answer_length(r.problem), samples,
                                                  engine.temperature, gen)  # (n_cuts, K, L)
             flat = engine.forced_correct(r.problem, [a for cut in drawn.tolist() for a in cut])

@@ -115,7 +115,8 @@ class HFBackend:
         return [completions[p * params.n:(p + 1) * params.n] for p in range(len(prompts))]
 
     @torch.no_grad()
-    def next_tokens(self, seqs: Sequence[Sequence[int]], temperature: float, generator: torch.Generator) -> list[int]:
+    def next_tokens(self, seqs: Sequence[Sequence[int]], temperature: float,
+                    generator: torch.Generator | Sequence[torch.Generator]) -> list[int]:
         # right padding is safe: causal attention never looks at the pads after a sequence
         ids, last = _right_padded(seqs, self.tokenizer.pad_token_id)
         logits = self.model(input_ids=ids.to(self.device)).logits[torch.arange(len(seqs)), last]

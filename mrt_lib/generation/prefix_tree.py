@@ -11,6 +11,7 @@ without sharing), kept for the equivalence test and the benchmark.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -159,12 +160,16 @@ def naive_logprobs(model, job: ProbeJob, term_ids: list[int], answer_ids: list[i
     return answer_logprobs(naive_logits(model, job, term_ids + answer_ids), len(term_ids), answer_ids)
 
 
-def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Sample one token per row (argmax when ``temperature`` is 0)."""
+def _draw(logits: torch.Tensor, temperature: float,
+          generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+    """Sample one token per row (argmax when ``temperature`` is 0); with one generator per row
+    each row's draw depends on its own generator only, not on the other rows of the batch."""
     logits = logits.float().cpu()  # the generator lives on the CPU
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits / temperature, -1)
+    if isinstance(generator, Sequence):
+        return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generator)])
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from mrt_core.envs.base import Environment, Problem, Role
+from mrt_lib.common import derive_seed
 from mrt_lib.generation.base import GenerationBackend
 from mrt_lib.generation.prefix_tree import ProbeJob, _draw
 
@@ -69,6 +70,11 @@ class Start:
     answer_now: bool = False  # force the answer at once (the meta-prover's sample at this prefix)
 
 
+def sample_generators(seed: int, n: int, first: int = 0) -> list[torch.Generator]:
+    """One CPU generator per rollout ``first .. first + n - 1`` of a run seeded ``seed``."""
+    return [torch.Generator().manual_seed(derive_seed(seed, "sample", first + i)) for i in range(n)]
+
+
 class RolloutEngine:
     """Samples rollouts of a backend's policy in ``env``."""
 
@@ -93,18 +99,26 @@ class RolloutEngine:
         return self.run_from(starts, budget, seed, batch_size, budget_forcing, desc, stop_when)
 
     def run_from(self, starts: list[Start], budget: int, seed: int, batch_size: int, budget_forcing: bool = False,
-                 desc: str | None = None, stop_when: Callable[[Any], bool] | None = None) -> list[Rollout]:
+                 desc: str | None = None, stop_when: Callable[[Any], bool] | None = None,
+                 first: int = 0) -> list[Rollout]:
         """Rollouts from given starts. ``budget`` counts generated tokens after the start (a
         start's own ``budget`` overrides it; ``answer_now`` starts answer at once);
         ``stop_when(state)``, checked after each environment step, ends a rollout early with
-        no answer (``stopped_by == "condition"``), e.g. at the end of an attempt."""
+        no answer (``stopped_by == "condition"``), e.g. at the end of an attempt.
+
+        Every rollout draws from its own generator, seeded by ``seed`` and its index
+        ``first + i`` in the whole run: a rollout's tokens do not depend on the batch size or on
+        which process samples it (``first``: the index of ``starts[0]`` when ``starts`` is one
+        process's shard), so arms and process counts share common random numbers."""
         out: list[Rollout] = []
+        gens = sample_generators(seed, len(starts), first)
         for b in tqdm(range(0, len(starts), batch_size), desc=desc, disable=desc is None, mininterval=2):
-            gen = torch.Generator().manual_seed(seed + b)
-            out += self._run_batch(starts[b : b + batch_size], budget, budget_forcing, gen, stop_when)
+            out += self._run_batch(starts[b : b + batch_size], budget, budget_forcing, gens[b : b + batch_size],
+                                   stop_when)
         return out
 
-    def _run_batch(self, starts, budget: int, forcing: bool, gen: torch.Generator, stop_when) -> list[Rollout]:
+    def _run_batch(self, starts, budget: int, forcing: bool, gens: list[torch.Generator],
+                   stop_when) -> list[Rollout]:
         rolls = [self._start(s, budget) for s in starts]
         active = list(range(len(rolls)))
         # incremental decoding over one KV cache where the backend offers it (hf); otherwise
@@ -113,9 +127,10 @@ class RolloutEngine:
             else None
         while active:
             if session is not None:
-                next_ids = _draw(session.logits[active], self.temperature, gen).tolist()
+                next_ids = _draw(session.logits[active], self.temperature, [gens[i] for i in active]).tolist()
             else:
-                next_ids = self.backend.next_tokens([rolls[i].token_ids for i in active], self.temperature, gen)
+                next_ids = self.backend.next_tokens([rolls[i].token_ids for i in active], self.temperature,
+                                                    [gens[i] for i in active])
             blocks: list[list[int]] = [[] for _ in rolls]
             still = []
             for i, t in zip(active, next_ids):

@@ -40,9 +40,12 @@ class TextRolloutEngine(RolloutEngine):
         state = self.env.initial_state(r.problem)
         return Start(r.problem, sample, tuple(r.token_ids[:cut]), tuple(r.roles[:cut]), state, budget, answer_now)
 
-    def _run_batch(self, starts, budget: int, forcing: bool, gen: torch.Generator, stop_when) -> list[Rollout]:
+    def _run_batch(self, starts, budget: int, forcing: bool, gens: list[torch.Generator],
+                   stop_when) -> list[Rollout]:
         rolls = [self._start(s, budget) for s in starts]
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        # the text path samples whole turns per call: one seed per batch, from its first rollout's
+        # generator (its draws depend on the batch's composition; the token path's do not)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gens[0]))
         thinking, turn = [r for r in rolls if r.answer_start < 0], 0
         while thinking:
             by_left = defaultdict(list)  # one sampling call per remaining budget

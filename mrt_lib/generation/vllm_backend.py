@@ -96,10 +96,20 @@ class VLLMBackend:
     def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
         return parse_outputs(self._generate(prompts, **sampling_kwargs(params)))
 
-    def next_tokens(self, seqs: Sequence[Sequence[int]], temperature: float, generator: torch.Generator) -> list[int]:
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        outs = self.sample(seqs, SamplingParams(n=1, temperature=temperature, max_new_tokens=1, seed=seed))
+    def next_tokens(self, seqs: Sequence[Sequence[int]], temperature: float,
+                    generator: torch.Generator | Sequence[torch.Generator]) -> list[int]:
+        gens = generator if isinstance(generator, Sequence) else [generator] * len(seqs)
+        # one request seed per sequence, from its own generator (per-sample common random numbers)
+        params = [sampling_kwargs(SamplingParams(n=1, temperature=temperature, max_new_tokens=1,
+                                                 seed=int(torch.randint(0, 2**31 - 1, (1,), generator=g))))
+                  for g in gens]
+        outs = parse_outputs(self._generate_each(seqs, params))
         return [o[0].token_ids[0] if o[0].token_ids else self.tokenizer.eos_token_id for o in outs]
+
+    def _generate_each(self, prompts: Sequence[Sequence[int]], kwargs: list[dict]):
+        from vllm import SamplingParams as VSamplingParams
+
+        return self.llm.generate(token_prompts(prompts), [VSamplingParams(**k) for k in kwargs], use_tqdm=False)
 
     def token_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[list[float]]:
         outs = self._generate(seqs, max_tokens=1, prompt_logprobs=0, temperature=0.0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from mrt_core.envs.base import Role
 from mrt_lib.common import derive_seed
+from mrt_lib.distributed import gather, rank_and_size, shard
 from mrt_lib.generation.curves import EpisodeCurve, episode_curves
 from mrt_lib.generation.rollouts import Rollout, RolloutEngine, Start
 
@@ -44,14 +45,19 @@ def prefix_cuts(engine: RolloutEngine, r: Rollout, curve: EpisodeCurve, cfg) -> 
 def sample_prefixes(engine: RolloutEngine, problems, cfg, seed: int, round_n: int, n: int,
                     meta_prover) -> tuple[list[Prefix], int]:
     """``n`` prefixes from rollouts of the engine's current policy (the round's start), and the
-    tokens those rollouts generated (their whole cost, not only the kept prefixes)."""
+    tokens those rollouts generated (their whole cost, not only the kept prefixes). Under N
+    processes each samples 1/N of the rollouts; all get the same pool."""
     rng = random.Random(derive_seed(seed, "prefixes", round_n))
     drawn = [rng.choice(problems) for _ in range(n)]
-    rolls = engine.run_from([Start(p, i) for i, p in enumerate(drawn)], cfg.train_budget,
-                            derive_seed(seed, "prefix-rollouts", round_n), cfg.batch_size, desc="prefix rollouts")
-    pool = []
+    # each process samples and probes its shard; every process then cuts the whole pool
+    mine = shard(n, *rank_and_size())
+    rolls = engine.run_from([Start(drawn[i], i) for i in mine], cfg.train_budget,
+                            derive_seed(seed, "prefix-rollouts", round_n), cfg.batch_size, desc="prefix rollouts",
+                            first=mine.start)
     curves = episode_curves(engine, rolls, meta_prover.estimator, meta_prover.samples,
-                            derive_seed(seed, "prefix-j", round_n))
+                            derive_seed(seed, "prefix-j", round_n), first=mine.start)
+    rolls, curves = gather(rolls), gather(curves)
+    pool = []
     for i, (r, curve) in enumerate(zip(rolls, curves)):
         k = rng.choice(prefix_cuts(engine, r, curve, cfg))
         start = engine.prefix_of(r, r.start_len + curve.cut_offsets[k], sample=i)

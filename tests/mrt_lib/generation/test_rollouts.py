@@ -6,7 +6,7 @@ from mrt_core.envs.base import Role
 from mrt_core.envs.code_search import CodeSearchEnv
 from mrt_lib.data import load_problems
 from mrt_lib.generation import make_backend
-from mrt_lib.generation.rollouts import RolloutEngine
+from mrt_lib.generation.rollouts import RolloutEngine, Start
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,22 @@ def test_same_seed_same_rollouts(trained_smoke):
     a = RolloutEngine(backend, env).run(problems, 2, 6, seed=3, batch_size=8)
     b = RolloutEngine(backend, env).run(problems, 2, 6, seed=3, batch_size=8)
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
+
+
+def test_a_rollouts_tokens_depend_on_its_index_not_on_the_batch_or_the_shard(trained_smoke):
+    params, paths, _ = trained_smoke
+    env = CodeSearchEnv(params.env.spec())
+    engine = RolloutEngine(make_backend("hf", str(paths.base_model)), env, temperature=3.0)  # many draws matter
+    starts = [Start(p, k) for p in load_problems(paths, "train")[:6] for k in range(2)]  # 12 rollouts
+    assert len(starts) == 12
+    whole = [r.token_ids for r in engine.run_from(starts, 6, seed=3, batch_size=12)]
+    assert [r.token_ids for r in engine.run_from(starts, 6, seed=3, batch_size=5)] == whole
+    # two processes' shards (rollouts 0-5 and 6-11), each told where its shard begins
+    shards = engine.run_from(starts[:6], 6, seed=3, batch_size=4) + engine.run_from(starts[6:], 6, seed=3,
+                                                                                      batch_size=4, first=6)
+    assert [r.token_ids for r in shards] == whole
+    # the index is what seeds it: the second shard without its offset draws other tokens
+    assert [r.token_ids for r in engine.run_from(starts[6:], 6, seed=3, batch_size=4)] != whole[6:]
 
 
 def test_budget_forcing_overrides_early_stops(trained_smoke):
