@@ -46,7 +46,8 @@ from mrt_lib.common import (
 )
 from mrt_lib.config import Params, RlConfig, StageConfig, for_stage, load_params_or_exit
 from mrt_lib.data import dataset_hash, load_problems
-from mrt_lib.distributed import WorldError, all_sum, check_world, gather, launch_as, launched_world, shard
+from mrt_lib.distributed import (WorldError, all_sum, check_world, die_with_launcher, gather, launch_as,
+                                 launched_world, shard)
 from mrt_lib.envs import GradingMeter, environment, family
 from mrt_lib.generation import make_backend
 from mrt_lib.generation.curves import episode_curves
@@ -63,7 +64,7 @@ from mrt_lib.rl.validation import validate
 from mrt_lib.tracking import stage_run
 
 # the params sections the stage reads: the sections of its params in dvc.yaml
-SECTIONS = ("env", "template", "grader", "meta_prover", "generation", "rl")
+SECTIONS = ("env", "template", "grader", "meta_prover", "generation", "rl", "resources")
 
 
 def round_model(paths: Paths, arm: str, seed: int, n: int) -> Path:
@@ -134,7 +135,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
     resume = ResumeState(paths.checkpoints / "rl" / arm.name / f"s{seed}" / f"r{round_n}", fingerprint(
         rl=cfg.model_dump(), env=params.env.model_dump(), meta_prover=mp.model_dump(), arm=arm.name, seed=seed,
         round=round_n, start=model_hash(start_path), reference=model_hash(paths.model(cfg.start)),
-        dataset=dataset_hash(paths), code=code_version("rl_round")), "rl_round")
+        dataset=dataset_hash(paths), code=code_version("rl_round"), processes=processes), "rl_round")
     state_dir = resume.folder
     run = load_state(accelerator, resume, engine, {p.id: p for p in problems})
     if run is None:
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params_or_exit(args.params)
     launch_as("rl_round", argv, params.resources.for_stage("rl_round").processes, params.rl.prompts_per_step)
+    die_with_launcher()
     entry_environment()
     setup_process(params.runtime.torch_threads, derive_seed(args.seed, args.arm, args.round))
     paths = Paths()

@@ -20,6 +20,8 @@ import sys
 import time
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -28,6 +30,7 @@ from mrt_lib.common import (
     Paths,
     atomic_path,
     entry_environment,
+    exit_on,
     is_hub_id,
     kill_point,
     model_hash,
@@ -36,6 +39,8 @@ from mrt_lib.common import (
 )
 from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import dataset_hash, load_problems
+from mrt_lib.distributed import (GROUP_TIMEOUT, WorldError, all_sum, check_world, die_with_launcher, launch_as,
+                                 launched_world, shard)
 from mrt_lib.envs import family
 from mrt_lib.modeling import build_char_tokenizer, build_model
 from mrt_lib.resume import ResumeState, code_version, fingerprint
@@ -43,7 +48,7 @@ from mrt_lib.tracking import stage_run
 from mrt_lib.training.base_traces import TraceSampler, lm_loss, validation_loss
 
 # the params sections the stage reads: the sections of its params in dvc.yaml
-SECTIONS = ("env", "policy", "template", "train_base")
+SECTIONS = ("env", "policy", "template", "train_base", "resources")
 
 
 def import_pretrained(params: StageConfig, paths: Paths) -> dict:
@@ -68,6 +73,7 @@ def import_pretrained(params: StageConfig, paths: Paths) -> dict:
 def run_train_base(params: Params, paths: Paths, log=None) -> dict:
     """Train and save the base model under ``paths.base_model`` (or import the pretrained one,
     ``policy.init: pretrained``); returns summary metrics."""
+    processes = params.resources.for_stage("train_base").processes
     params = for_stage(params, SECTIONS)
     if params.policy.init == "pretrained":
         return import_pretrained(params, paths)
@@ -83,35 +89,58 @@ def run_train_base(params: Params, paths: Paths, log=None) -> dict:
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
     state = ResumeState(paths.checkpoints / "train_base", fingerprint(
         train_base=cfg.model_dump(), env=params.env.model_dump(), dataset=dataset_hash(paths),
-        code=code_version("train_base")), "train_base")
+        code=code_version("train_base"), processes=processes), "train_base")
     start = _resume(state, model, optimizer, scheduler)
+    accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=GROUP_TIMEOUT)])
+    check_world("train_base", processes, accelerator.num_processes)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    plain = model
+    model, optimizer = accelerator.prepare(model, optimizer)  # DDP over the processes (identity on one)
 
     model.train()
     t0, history = time.time(), []
-    for step in tqdm(range(start, cfg.steps), desc="train_base", initial=start, total=cfg.steps, mininterval=2):
-        loss = lm_loss(model, train.batch(step, cfg.batch_size))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    for step in tqdm(range(start, cfg.steps), desc="train_base", initial=start, total=cfg.steps, mininterval=2,
+                     disable=rank != 0):
+        loss = shard_loss(model, train.batch(step, cfg.batch_size), rank, world)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            row = {"step": done, "train_loss": loss.item(), "val_loss": validation_loss(model, val_batches)}
+            row = {"step": done, "train_loss": all_sum([loss.item()])[0] / world,
+                   "val_loss": validation_loss(plain, val_batches)}
             history.append(row)
             if log:
                 log({"train_loss": row["train_loss"], "val_loss": row["val_loss"]}, done)
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            _save_checkpoint(state, done, model, optimizer, scheduler)
+            if rank == 0:  # every process holds the same weights and optimizer state
+                _save_checkpoint(state, done, plain, optimizer, scheduler)
+            accelerator.wait_for_everyone()
             kill_point("train_base.checkpoint")
 
-    with atomic_path(paths.base_model) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-    state.clear()
-    n_params = sum(p.numel() for p in model.parameters())
-    final_val = history[-1]["val_loss"] if history else validation_loss(model, val_batches)
+    if rank == 0:
+        with atomic_path(paths.base_model) as tmp:
+            plain.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        state.clear()
+    accelerator.wait_for_everyone()
+    n_params = sum(p.numel() for p in plain.parameters())
+    final_val = history[-1]["val_loss"] if history else validation_loss(plain, val_batches)
     return {"n_params": n_params, "final_val_loss": final_val, "train_seconds": time.time() - t0, "resumed_from": start}
+
+
+def shard_loss(model, batch: dict[str, torch.Tensor], rank: int, world: int) -> torch.Tensor:
+    """The step's loss on this process's rows. On one process: the batch's token mean. Under N:
+    this shard's token sum over the whole batch's token count, times N (the gradient all-reduce
+    averages over the processes), so the update is the one-process update on the whole batch."""
+    if world == 1:
+        return lm_loss(model, batch)
+    rows = shard(batch["input_ids"].shape[0], rank, world)
+    counted = (batch["labels"][:, 1:] != -100).sum(-1)  # the tokens the shifted loss averages over
+    mine = {k: v[rows.start : rows.stop] for k, v in batch.items()}
+    return lm_loss(model, mine) * (counted[rows.start : rows.stop].sum() / counted.sum() * world)
 
 
 def _save_checkpoint(state: ResumeState, step, model, optimizer, scheduler) -> None:
@@ -162,6 +191,9 @@ def check_hub_revision(policy) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(__doc__, argv)
+    if params.policy.init == "scratch":  # an import is one process's work
+        launch_as("train_base", argv, params.resources.for_stage("train_base").processes, params.train_base.batch_size)
+    die_with_launcher()
     from_hub = params.policy.init == "pretrained" and is_hub_id(params.policy.model)
     entry_environment(needs_hub=from_hub)
     if from_hub:
@@ -171,13 +203,15 @@ def main(argv: list[str] | None = None) -> None:
     with stage_run("train_base", params.runtime.tracking_uri, params.runtime.experiment,
                    {"train_base": params.train_base.model_dump(), "env": params.env.model_dump(),
                     "policy": params.policy.model_dump()}) as mlflow:
-        summary = run_train_base(params, paths, log=lambda m, step: mlflow.log_metrics(m, step=step))
+        with exit_on(WorldError, "train_base", 2):
+            summary = run_train_base(params, paths, log=lambda m, step: mlflow.log_metrics(m, step=step))
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})
         if params.policy.init == "scratch":  # an imported model is already where it came from
             mlflow.log_artifacts(str(paths.base_model), artifact_path="model")
         else:
             mlflow.set_tag("policy.source", params.policy.model)
-    print(f"train_base: {summary}")
+    if launched_world()[0] == 0:
+        print(f"train_base: {summary}")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,47 @@ def test_a_two_process_round_killed_after_a_saved_step_resumes_to_the_uninterrup
     assert round_outputs(cut) == round_outputs(whole)
 
 
+SFT_ONE_STEP = {"sft_warmstart__max_steps": 1, "sft_warmstart__warmup_steps": 0, "sft_warmstart__eval_every": 1,
+                "sft_warmstart__save_every": 1}
+
+
+def sft_workspace(root: Path, smoke, **changes) -> Path:
+    ws = workspace(root, smoke, "dataset", "base_model", "backtracks")
+    set_params(ws, **SFT_ONE_STEP, **changes)
+    return ws
+
+
+def test_one_sft_step_on_two_processes_equals_one_process_on_the_same_rows(trained_smoke, tmp_path):
+    batch = trained_smoke[0].sft_warmstart.batch_size
+    one, two = sft_workspace(tmp_path / "one", trained_smoke), sft_workspace(tmp_path / "two", trained_smoke)
+    set_processes(two, 2)
+    ok(stage(one, "tasks.sft_warmstart"))
+    proc = ok(stage(two, "tasks.sft_warmstart"))
+    assert proc.stdout.count("sft_warmstart: {") == 1  # process 0 alone reports
+    base = weights(Paths(one).base_model)
+    w1, w2 = weights(Paths(one).warmstart_model), weights(Paths(two).warmstart_model)
+    assert max_difference(w1, base) > 1e-4
+    assert max_difference(w1, w2) < 1e-6
+    half = sft_workspace(tmp_path / "half", trained_smoke, sft_warmstart__batch_size=batch // 2)
+    ok(stage(half, "tasks.sft_warmstart"))
+    assert max_difference(w1, weights(Paths(half).warmstart_model)) > 100 * 1e-6
+
+
+def test_train_base_on_two_processes_equals_one_process_on_the_same_batch(tmp_path):
+    one, two, half = (workspace(tmp_path / name) for name in ("one", "two", "half"))
+    for ws in (one, two, half):
+        set_params(ws, train_base__steps=1, train_base__warmup_steps=0, train_base__eval_every=1,
+                   train_base__checkpoint_every=1)
+        ok(stage(ws, "tasks.build_dataset"))
+    set_processes(two, 2)
+    set_params(half, train_base__batch_size=16)
+    for ws in (one, two, half):
+        ok(stage(ws, "tasks.train_base"))
+    w1, w2 = weights(Paths(one).base_model), weights(Paths(two).base_model)
+    assert max_difference(w1, w2) < 1e-6
+    assert max_difference(w1, weights(Paths(half).base_model)) > 100 * 1e-6  # the same init, half the rows
+
+
 def rank_pids(ws: Path) -> list[int]:
     """The processes running a stage in ``ws`` (the launched ranks: their cwd is the workspace)."""
     pids = []

@@ -207,13 +207,15 @@ class StageResources(Section):
     memory: str = Field("8Gi", pattern=MEMORY_QUANTITY, description="memory request and limit (Kubernetes quantity)")
     shm_size: str = Field("1Gi", pattern=MEMORY_QUANTITY, description="size of /dev/shm (a memory emptyDir: NCCL, "
                           "data loader workers)")
-    processes: int = Field(1, ge=1, le=64, description="training processes inside the job (accelerate launch)")
+    processes: int = Field(1, ge=1, le=64, description="data-parallel processes of train_base, sft_warmstart and "
+                           "rl_round: the stage launches itself under accelerate launch (other stages: 1)")
 
 
 class ResourcesConfig(Section):
     """Per-stage resources for fan-out (``flows/fanout.py``): ``default`` for every stage, a
     stage group's entry (``rl_round`` covers every round) instead where there is one. Read by the
-    orchestrator only: no stage's outputs depend on it."""
+    orchestrator, and for ``processes`` by the training stages (a DVC param of theirs: N processes
+    give the one-process update up to float summation order, not byte for byte)."""
 
     default: StageResources = StageResources()
     stages: dict[str, StageResources] = Field({}, description="stage group -> its resources")

@@ -32,7 +32,8 @@ class TraceSampler:
 
 
 def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(**batch).loss
+    device = next(model.parameters()).device  # the batch is built on the CPU
+    return model(**{k: v.to(device) for k, v in batch.items()}).loss
 
 
 @torch.no_grad()

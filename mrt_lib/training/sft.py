@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 from trl import SFTConfig
 
 from mrt_lib.common import kill_point
+from mrt_lib.distributed import GROUP_TIMEOUT, shard
 
 
 class LossLogger(TrainerCallback):
@@ -32,12 +33,18 @@ class CheckpointKillPoint(TrainerCallback):
         kill_point("sft_warmstart.checkpoint")
 
 
-def sft_args(cfg, max_length: int, output_dir: str, has_val: bool) -> SFTConfig:
+def sft_args(cfg, max_length: int, output_dir: str, has_val: bool, processes: int = 1) -> SFTConfig:
     """TRL's settings from the ``sft_warmstart`` section: checkpoints every ``save_every`` steps
-    into ``output_dir``, loss on the completion mask, CPU unless CUDA is there."""
+    into ``output_dir``, loss on the completion mask, CPU unless CUDA is there.
+
+    ``batch_size`` is the global batch: under N processes each takes ``batch_size / N`` rows of
+    it (Accelerate hands process i the i-th per-device slice of the seeded order), and the loss is
+    averaged over the tokens of all processes, so a step is the one-process step on the same rows."""
+    per_device = len(shard(cfg.batch_size, 0, processes))
     return SFTConfig(
-        output_dir=output_dir, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.lr, lr_scheduler_type="cosine",
+        output_dir=output_dir, max_steps=cfg.max_steps, per_device_train_batch_size=per_device,
+        average_tokens_across_devices=True, ddp_timeout=int(GROUP_TIMEOUT.total_seconds()),
+        per_device_eval_batch_size=per_device, learning_rate=cfg.lr, lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, logging_steps=cfg.eval_every,
         eval_strategy="steps" if has_val else "no", eval_steps=cfg.eval_every, save_strategy="steps",
         save_steps=cfg.save_every, save_total_limit=1, seed=cfg.seed, data_seed=cfg.seed, report_to="none",
