@@ -91,14 +91,19 @@ def rl_round(ws: Path) -> dict:
     timed(ws, "tasks.rl_start", "--arm", "grpo", "--seed", "0")
     took, out = timed(ws, "tasks.rl_round", "--arm", "grpo", "--seed", "0", "--round", "1")
     s = summary_of(out, "rl_round")
+    phases = {f"{k.removeprefix('seconds_')}_s": v for k, v in s.items()
+              if k.startswith("seconds_") and k != "seconds_by_process"}
     return {"process_s": took, "stage_s": s["wall_seconds"], "rollouts": s["rollouts"],
-            "tokens": s["generated_tokens"] + s["prefix_generated_tokens"]}
+            "tokens": s["generated_tokens"] + s["prefix_generated_tokens"], **phases}
 
 
 def sft(ws: Path) -> dict:
     shutil.rmtree(ws / "models" / "warmstart", ignore_errors=True)
     shutil.rmtree(ws / "checkpoints", ignore_errors=True)
     took, out = timed(ws, "tasks.sft_warmstart")
+    # the RL round starts from the warm-start: put the pipeline's back, so every round is the same
+    shutil.rmtree(ws / "models" / "warmstart")
+    shutil.copytree(REPO / "models" / "warmstart", ws / "models" / "warmstart")
     return {"process_s": took, "stage_s": summary_of(out, "sft_warmstart")["train_seconds"]}
 
 

@@ -27,6 +27,7 @@ import torch
 # a rank whose peer died waits this long in a collective before it fails (not torch's 10 min)
 GROUP_TIMEOUT = timedelta(seconds=int(os.environ.get("MRT_GROUP_TIMEOUT_S", "60")))
 LAUNCHED_ENV = "MRT_LAUNCHED"  # set by relaunch in the launched processes: never launch twice
+CONFIG_ENV = "MRT_ACCELERATE_CONFIG"  # an Accelerate config file for the launch (DeepSpeed on GPUs)
 
 
 class WorldError(RuntimeError):
@@ -99,8 +100,13 @@ def launch_command(module: str, argv: Sequence[str], processes: int) -> tuple[li
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable) + os.pathsep
                               + os.environ.get("PATH", "")) or "accelerate"
     env = {**os.environ, LAUNCHED_ENV: "1"}
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    cmd = [accelerate, "launch", "--num_processes", str(processes), "--num_machines", "1",
+           "--main_process_port", str(free_port())]
+    config = os.environ.get(CONFIG_ENV)
+    if config:  # e.g. infra/accelerate/zero3_8gpu.yaml: DeepSpeed, precision and the rest from the file
+        cmd += ["--config_file", config]
+    else:
+        cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
     if not torch.cuda.is_available():  # gloo on CPU forms only with this (see the module doc)
         env["ACCELERATE_USE_CPU"] = "1"
     return cmd + ["-m", module, *argv], env

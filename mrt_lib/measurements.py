@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import platform
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -22,3 +25,20 @@ def record(out: str | Path, threads: int, **content) -> dict:
     write_json_atomic(Path(out), {"machine": info, **content}, sort_keys=False)
     print(f"machine: {info}")
     return info
+
+
+class Phases:
+    """Wall seconds spent in named phases of a stage (``with phases("generate"): ...``), summed
+    over every entry: where a stage's time goes, for MLflow and the benchmarks (never in outputs,
+    which must not depend on the clock)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start

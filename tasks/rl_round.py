@@ -46,13 +46,22 @@ from mrt_lib.common import (
 )
 from mrt_lib.config import Params, RlConfig, StageConfig, for_stage, load_params_or_exit
 from mrt_lib.data import dataset_hash, load_problems
-from mrt_lib.distributed import (WorldError, all_sum, check_world, die_with_launcher, gather, launch_as,
-                                 launched_world, shard)
+from mrt_lib.distributed import (
+    WorldError,
+    all_sum,
+    check_world,
+    die_with_launcher,
+    gather,
+    launch_as,
+    launched_world,
+    shard,
+)
 from mrt_lib.envs import GradingMeter, environment, family
 from mrt_lib.generation import make_backend
 from mrt_lib.generation.curves import episode_curves
 from mrt_lib.generation.hf import HFBackend
 from mrt_lib.grading import GradingError
+from mrt_lib.measurements import Phases
 from mrt_lib.modeling import load_policy
 from mrt_lib.resume import ResumeState, UnsafeStateError, code_version, fingerprint
 from mrt_lib.rl.arms import Arm, get_arm
@@ -137,10 +146,13 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
         round=round_n, start=model_hash(start_path), reference=model_hash(paths.model(cfg.start)),
         dataset=dataset_hash(paths), code=code_version("rl_round"), processes=processes), "rl_round")
     state_dir = resume.folder
+    phases = Phases()
+    phases.seconds["setup"] = time.time() - t0
     run = load_state(accelerator, resume, engine, {p.id: p for p in problems})
     if run is None:
-        pool, prefix_cost = sample_prefixes(engine, problems, cfg, seed, round_n,
-                                            cfg.steps_per_round * cfg.prompts_per_step, mp)
+        with phases("prefixes"):
+            pool, prefix_cost = sample_prefixes(engine, problems, cfg, seed, round_n,
+                                                cfg.steps_per_round * cfg.prompts_per_step, mp)
         run = RoundState(0, pool, prefix_cost, [], [], [])
         save_state(accelerator, resume, run)
     elif run.step and hasattr(backend, "sync_weights"):  # resumed: the engine still holds the start weights
@@ -154,20 +166,26 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
         # this process's groups: whole groups only, so advantages are normalised as on one process
         mine = shard(len(prefixes), rank, world)
         own = slice(mine.start * cfg.group_size, mine.stop * cfg.group_size)
-        rolls = engine.run_from(starts[own], cfg.train_budget, derive_seed(seed, "step", round_n, step),
-                                cfg.batch_size, first=own.start)
-        curves = episode_curves(engine, rolls, mp.estimator, mp.samples, derive_seed(seed, "step-j", round_n, step),
-                                first=own.start)  # probes stay with the rollout's process
+        with phases("generate"):
+            rolls = engine.run_from(starts[own], cfg.train_budget, derive_seed(seed, "step", round_n, step),
+                                    cfg.batch_size, first=own.start)
+        with phases("probe"):  # probes stay with the rollout's process
+            curves = episode_curves(engine, rolls, mp.estimator, mp.samples,
+                                    derive_seed(seed, "step-j", round_n, step), first=own.start)
         # update: the arm's advantages, the clipped loss
-        batch = group(rolls, curves, prefixes[mine.start : mine.stop], starts[own], cfg.group_size)
-        adv, mask = arm.advantages(batch, cfg).flatten(0, 1), batch.mask.flatten(0, 1)
-        update = policy_update(accelerator, model, ref_model, optimizer, rolls, adv, mask, cfg, tok.pad_token_id)
-        if hasattr(backend, "sync_weights"):  # vLLM generates from its own copy of the weights
-            backend.sync_weights(full_named_parameters(accelerator, model))
+        with phases("update"):
+            batch = group(rolls, curves, prefixes[mine.start : mine.stop], starts[own], cfg.group_size)
+            adv, mask = arm.advantages(batch, cfg).flatten(0, 1), batch.mask.flatten(0, 1)
+            with phases("wait"):  # for the slowest process's rollouts (the update's first collective)
+                accelerator.wait_for_everyone()
+            update = policy_update(accelerator, model, ref_model, optimizer, rolls, adv, mask, cfg, tok.pad_token_id)
+            if hasattr(backend, "sync_weights"):  # vLLM generates from its own copy of the weights
+                backend.sync_weights(full_named_parameters(accelerator, model))
         # record: the whole step's rollouts, gathered in order on every process
-        mean_adv = gather([float(a[m].mean()) if m.any() else 0.0 for a, m in zip(adv, mask)])
-        sampled_by = gather([len(rolls)])
-        rolls, curves = gather(rolls), gather(curves)
+        with phases("gather"):
+            mean_adv = gather([float(a[m].mean()) if m.any() else 0.0 for a, m in zip(adv, mask)])
+            sampled_by = gather([len(rolls)])
+            rolls, curves = gather(rolls), gather(curves)
         row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg, cost), **update,
                **meter_take(meter)}
         if world > 1:  # who sampled what (not a metric: one count per process)
@@ -181,8 +199,9 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
                 (round_n - 1) * cfg.steps_per_round + run.step)
         # validate and snapshot every save_every steps
         if run.step % cfg.save_every == 0 or run.step == cfg.steps_per_round:
-            val = validate(engine, accelerator.unwrap_model(model), ref_model, val_problems, cfg, round_n,
-                           tok.pad_token_id, mp)
+            with phases("validate"):
+                val = validate(engine, accelerator.unwrap_model(model), ref_model, val_problems, cfg, round_n,
+                               tok.pad_token_id, mp)
             best_so_far = max((v["val_accuracy"] for v in run.validations), default=-1.0)
             run.validations.append({"step": run.step, **val, **meter_take(meter)})
             if cfg.keep == "last_and_best" and val["val_accuracy"] > best_so_far:
@@ -200,7 +219,10 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
                       run, best)
         resume.clear()
     accelerator.wait_for_everyone()  # every process may read the outputs once this returns
-    return summary | {"wall_seconds": time.time() - t0}  # to MLflow only: outputs stay reproducible
+    # to MLflow only (outputs stay reproducible): the wall time, and where it went on each process
+    seconds = gather([phases.seconds])
+    timing = {f"seconds_{k}": v for k, v in seconds[0].items()}
+    return summary | timing | {"wall_seconds": time.time() - t0, "seconds_by_process": seconds}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,8 +39,16 @@ from mrt_lib.common import (
 )
 from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import dataset_hash, load_problems
-from mrt_lib.distributed import (GROUP_TIMEOUT, WorldError, all_sum, check_world, die_with_launcher, launch_as,
-                                 launched_world, shard)
+from mrt_lib.distributed import (
+    GROUP_TIMEOUT,
+    WorldError,
+    all_sum,
+    check_world,
+    die_with_launcher,
+    launch_as,
+    launched_world,
+    shard,
+)
 from mrt_lib.envs import family
 from mrt_lib.modeling import build_char_tokenizer, build_model
 from mrt_lib.resume import ResumeState, code_version, fingerprint

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from mrt_lib.common import Paths, model_hash
-from tests.test_kills import BIN, RL_ROUND, killed, ok, rl_workspace, round_outputs, set_params, stage, workspace
+from mrt_lib.common import Paths
+from tests.test_kills import BIN, RL_ROUND, ok, rl_workspace, round_outputs, set_params, stage, workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 ONE_STEP = {"rl__steps_per_round": 1, "rl__save_every": 1}
@@ -44,7 +44,8 @@ def max_difference(a: dict, b: dict) -> float:
 
 def rollout_tokens(ws: Path) -> list:
     out = Paths(ws).rl_round("grpo", 0, 1)
-    return [(r["problem_id"], r["prefix_text"], r["text"], r["roles"]) for r in map(json.loads, (out / "rollouts.jsonl").read_text().splitlines())]
+    rows = map(json.loads, (out / "rollouts.jsonl").read_text().splitlines())
+    return [(r["problem_id"], r["prefix_text"], r["text"], r["roles"]) for r in rows]
 
 
 def history(ws: Path) -> list[dict]:

@@ -9,8 +9,8 @@ from mrt_core.envs.base import Role
 from mrt_core.loss import kl_k3
 from mrt_core.regret import normalized_regret, progress, zero_progress_share
 from mrt_lib.common import derive_seed
-from mrt_lib.generation.curves import episode_curves
 from mrt_lib.distributed import gather, rank_and_size, shard
+from mrt_lib.generation.curves import episode_curves
 from mrt_lib.generation.rollouts import RolloutEngine, Start
 from mrt_lib.sequences import micro_batches, pad_right, token_logp
 

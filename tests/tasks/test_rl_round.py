@@ -130,3 +130,48 @@ def test_a_crafted_pickle_in_the_resume_state_is_refused_not_run(trained_smoke, 
         run_rl_round(params, cut, "grpo", 0, 1)
     assert not marker.exists() and not state.exists()  # never ran; the state is gone
     assert run_rl_round(params, cut, "grpo", 0, 1)["steps"] == 4  # the next run starts over
+
+
+class FakeVllm:
+    """Stands in for the vLLM engine (CUDA only): its own copy of the start weights, generating
+    through the HF backend, with vLLM's ``sync_weights``; records every sync."""
+
+    def __new__(cls, name, path, **kwargs):
+        from mrt_lib.generation.hf import HFBackend
+        from mrt_lib.modeling import load_policy
+
+        model, tok = load_policy(path)
+        backend = HFBackend(model, tok)
+        backend.synced = []
+
+        def sync_weights(named_parameters):
+            state = dict(model.named_parameters())
+            for key, tensor in named_parameters:
+                state[key].data.copy_(tensor)
+            backend.synced.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+        backend.sync_weights = sync_weights
+        FakeVllm.made.append(backend)
+        return backend
+
+    made: list = []
+
+
+def test_a_vllm_engine_gets_the_new_weights_after_every_update(trained_smoke, tmp_path, monkeypatch):
+    import tasks.rl_round as stage
+
+    _, paths, _ = trained_smoke
+    monkeypatch.setattr(stage, "make_backend", FakeVllm)
+    FakeVllm.made.clear()
+    params = params_for(["grpo"], **{"rl.backend": "vllm"})
+    mine = copy_outputs(paths, tmp_path, "dataset", "base_model", "warmstart_model")
+    run_rl_start(params.rl.start, mine, "grpo", 0)
+    run_rl_round(params, mine, "grpo", 0, 1)
+    (engine,) = FakeVllm.made
+    assert len(engine.synced) == params.rl.steps_per_round  # once after every update
+    assert any(not torch.equal(engine.synced[0][k], engine.synced[1][k]) for k in engine.synced[0])
+    final = weights(mine.rl_round("grpo", 0, 1) / "model")
+    assert all(torch.equal(engine.synced[-1][k], final[k]) for k in final)
+    # on-policy: the synced engine samples exactly what the training model itself samples
+    same = (mine.rl_round("grpo", 0, 1) / "rollouts.jsonl").read_text()
+    assert same == (paths.rl_round("grpo", 0, 1) / "rollouts.jsonl").read_text()
