@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,6 +162,7 @@ def exit_on(errors: type[Exception] | tuple[type[Exception], ...], stage: str, c
 
 
 KILL_AT_ENV = "MRT_TEST_KILL_AT"
+HOLD_AT_ENV = "MRT_TEST_HOLD_AT"  # test hook: the process stops at this point until something kills it
 _kill_passes: Counter[str] = Counter()
 
 
@@ -168,6 +170,9 @@ def kill_point(name: str) -> None:
     """Test hook: the process SIGKILLs itself here when ``MRT_TEST_KILL_AT`` names this point
     (``name``, or ``name@n`` for its n-th pass), so that kill tests are real and deterministic:
     no sleeps, no races. Unset (every normal run) it costs one environment lookup."""
+    if os.environ.get(HOLD_AT_ENV) == name:  # wait here until killed (a kill from outside, no race)
+        while True:
+            time.sleep(1)
     wanted = os.environ.get(KILL_AT_ENV)
     if not wanted:
         return

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from mrt_lib.common import Paths
+from mrt_lib.common import HOLD_AT_ENV, Paths
 from tests.test_kills import BIN, RL_ROUND, ok, rl_workspace, round_outputs, set_params, stage, workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -146,7 +146,8 @@ def rank_pids(ws: Path) -> list[int]:
 def test_killing_the_launcher_takes_every_rank_with_it(trained_smoke, tmp_path):
     ws = rl_workspace(tmp_path / "ws", trained_smoke)
     set_processes(ws, 2)
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    # every rank holds after its first saved step, so the kill lands mid-round whatever the speed
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **{HOLD_AT_ENV: "rl_round.state"})
     launcher = subprocess.Popen([sys.executable, "-m", *RL_ROUND], cwd=ws, env=env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = ws / "checkpoints" / "rl" / "grpo" / "s0" / "r1" / "state.json"
