@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from mrt_lib.common import HOLD_AT_ENV, Paths
-from tests.test_kills import BIN, RL_ROUND, ok, rl_workspace, round_outputs, set_params, stage, workspace
+from tests.test_kills import BIN, RL, RL_ROUND, ok, rl_workspace, round_outputs, set_params, stage, workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 ONE_STEP = {"rl__steps_per_round": 1, "rl__save_every": 1}
@@ -128,6 +128,29 @@ def test_train_base_on_two_processes_equals_one_process_on_the_same_batch(tmp_pa
     w1, w2 = weights(Paths(one).base_model), weights(Paths(two).base_model)
     assert max_difference(w1, w2) < 1e-6
     assert max_difference(w1, weights(Paths(half).base_model)) > 100 * 1e-6  # the same init, half the rows
+
+
+def test_each_rank_s_vllm_engine_gets_the_new_weights_after_every_update(trained_smoke, tmp_path):
+    from mrt_lib.modeling import load_policy
+    from tests.fake_vllm import LOG_ENV, weights_hash
+
+    ws = rl_workspace(tmp_path / "ws", trained_smoke, rl__backend="vllm")
+    set_processes(ws, 2)
+    log = tmp_path / "syncs.jsonl"
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", MRT_FAKE_VLLM="1", **{LOG_ENV: str(log)},
+               PYTHONPATH=os.pathsep.join([str(repo / "tests" / "fake_vllm_site"), str(repo)]))
+    proc = subprocess.run([sys.executable, "-m", *RL_ROUND], cwd=ws, env=env, capture_output=True, text=True)
+    ok(proc)
+    syncs = [json.loads(line) for line in log.read_text().splitlines()]
+    steps = RL["rl__steps_per_round"]
+    by_rank = {r: [s for s in syncs if s["rank"] == r] for r in (0, 1)}
+    assert [s["sync"] for s in by_rank[0]] == [s["sync"] for s in by_rank[1]] == list(range(1, steps + 1))
+    # after every update both engines hold the same new weights; after the last, the round's output
+    assert [s["weights"] for s in by_rank[0]] == [s["weights"] for s in by_rank[1]]
+    assert len({s["weights"] for s in by_rank[0]}) == steps
+    final, _ = load_policy(Paths(ws).rl_round("grpo", 0, 1) / "model")
+    assert by_rank[0][-1]["weights"] == weights_hash(final)
 
 
 def rank_pids(ws: Path) -> list[int]:

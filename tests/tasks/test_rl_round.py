@@ -10,6 +10,7 @@ from mrt_lib.config import load_params
 from tasks.rl_round import run_rl_round
 from tasks.rl_start import run_rl_start
 from tests.conftest import SMOKE_PARAMS, copy_outputs
+from tests.fake_vllm import FakeVllm
 
 
 def params_for(arms, **overrides):
@@ -131,30 +132,6 @@ def test_a_crafted_pickle_in_the_resume_state_is_refused_not_run(trained_smoke, 
     assert not marker.exists() and not state.exists()  # never ran; the state is gone
     assert run_rl_round(params, cut, "grpo", 0, 1)["steps"] == 4  # the next run starts over
 
-
-class FakeVllm:
-    """Stands in for the vLLM engine (CUDA only): its own copy of the start weights, generating
-    through the HF backend, with vLLM's ``sync_weights``; records every sync."""
-
-    def __new__(cls, name, path, **kwargs):
-        from mrt_lib.generation.hf import HFBackend
-        from mrt_lib.modeling import load_policy
-
-        model, tok = load_policy(path)
-        backend = HFBackend(model, tok)
-        backend.synced = []
-
-        def sync_weights(named_parameters):
-            state = dict(model.named_parameters())
-            for key, tensor in named_parameters:
-                state[key].data.copy_(tensor)
-            backend.synced.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-
-        backend.sync_weights = sync_weights
-        FakeVllm.made.append(backend)
-        return backend
-
-    made: list = []
 
 
 def test_a_vllm_engine_gets_the_new_weights_after_every_update(trained_smoke, tmp_path, monkeypatch):
