@@ -50,8 +50,11 @@ def test_a_stopped_flow_takes_its_running_stage_and_server_with_it(tmp_path, sig
     env.update(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     log = tmp_path / "flow.log"
     with open(log, "wb") as out:
+        # a runner that started us in the background may have set SIGINT to ignored (inherited):
+        # the flow gets the default disposition, as in a terminal
         flow = subprocess.Popen([sys.executable, "-m", "flows.pipeline"], cwd=ws, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: any("tasks.train_base" in cmd for _, cmd in processes_in(ws)) or flow.poll() is not None,
                  300, "train_base to start")

@@ -152,3 +152,20 @@ def test_a_vllm_engine_gets_the_new_weights_after_every_update(trained_smoke, tm
     # on-policy: the synced engine samples exactly what the training model itself samples
     same = (mine.rl_round("grpo", 0, 1) / "rollouts.jsonl").read_text()
     assert same == (paths.rl_round("grpo", 0, 1) / "rollouts.jsonl").read_text()
+
+
+def test_a_step_that_cannot_be_split_evenly_over_the_processes_exits_2_before_launching(tmp_path, capsys,
+                                                                                       monkeypatch):
+    import yaml
+
+    from tasks.rl_round import main
+
+    raw = yaml.safe_load(SMOKE_PARAMS.read_text())
+    raw["rl"]["prompts_per_step"] = 3
+    raw["resources"] = {"default": {"processes": 2}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["--params", "params.yaml", "--arm", "grpo", "--seed", "0", "--round", "1"])
+    assert exc.value.code == 2
+    assert "rl_round: 3 items cannot be split evenly over 2 processes" in capsys.readouterr().err
