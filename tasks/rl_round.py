@@ -46,19 +46,9 @@ from mrt_lib.common import (
 )
 from mrt_lib.config import Params, RlConfig, StageConfig, for_stage, load_params_or_exit
 from mrt_lib.data import dataset_hash, load_problems
-from mrt_lib.distributed import (
-    WorldError,
-    all_sum,
-    check_world,
-    die_with_launcher,
-    gather,
-    launch_as,
-    launched_world,
-    shard,
-)
+from mrt_lib.distributed import WorldError, check_world, die_with_launcher, gather, launch_as, launched_world, shard
 from mrt_lib.envs import GradingMeter, environment, family
 from mrt_lib.generation import make_backend
-from mrt_lib.generation.curves import episode_curves
 from mrt_lib.generation.hf import HFBackend
 from mrt_lib.grading import GradingError
 from mrt_lib.measurements import Phases
@@ -67,6 +57,7 @@ from mrt_lib.resume import ResumeState, UnsafeStateError, code_version, fingerpr
 from mrt_lib.rl.arms import Arm, get_arm
 from mrt_lib.rl.batch import group, probe_cost, rollout_record, round_summary, step_metrics
 from mrt_lib.rl.prefixes import continuation_starts, sample_prefixes
+from mrt_lib.rl.sampling import grading_counts, phase_seconds, sample_shard
 from mrt_lib.rl.state import RoundState, load_state, save_model, save_state, write_outputs
 from mrt_lib.rl.update import full_named_parameters, make_accelerator, policy_update
 from mrt_lib.rl.validation import validate
@@ -97,13 +88,6 @@ def rollout_backend(params: StageConfig, cfg: RlConfig, model, tok, start: Path)
     gen = params.generation
     return make_backend("vllm", str(start), gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
                         dtype=gen.vllm_dtype)
-
-
-def meter_take(meter: GradingMeter) -> dict[str, int]:
-    """The grading counts since the last take, summed over the processes."""
-    counts = meter.take()
-    keys = sorted(counts)
-    return dict(zip(keys, (int(v) for v in all_sum([counts[k] for k in keys]))))
 
 
 def run_rl_round(params: Params, paths: Paths, arm: str, seed: int, round_n: int, log=None) -> dict:
@@ -163,18 +147,14 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
         # sample: G continuations of each of the step's prefixes; score every episode end
         prefixes = run.pool[step * cfg.prompts_per_step : (step + 1) * cfg.prompts_per_step]
         starts = continuation_starts(prefixes, arm.answer_now, cfg)
-        # this process's groups: whole groups only, so advantages are normalised as on one process
-        mine = shard(len(prefixes), rank, world)
-        own = slice(mine.start * cfg.group_size, mine.stop * cfg.group_size)
-        with phases("generate"):
-            rolls = engine.run_from(starts[own], cfg.train_budget, derive_seed(seed, "step", round_n, step),
-                                    cfg.batch_size, first=own.start)
-        with phases("probe"):  # probes stay with the rollout's process
-            curves = episode_curves(engine, rolls, mp.estimator, mp.samples,
-                                    derive_seed(seed, "step-j", round_n, step), first=own.start)
+        # this process's groups (whole groups: advantages are normalised as on one process)
+        rolls, curves, own = sample_shard(engine, starts, cfg.train_budget, derive_seed(seed, "step", round_n, step),
+                                          derive_seed(seed, "step-j", round_n, step), mp, cfg.batch_size,
+                                          unit=cfg.group_size, phases=phases)
         # update: the arm's advantages, the clipped loss
         with phases("update"):
-            batch = group(rolls, curves, prefixes[mine.start : mine.stop], starts[own], cfg.group_size)
+            mine = slice(own.start // cfg.group_size, own.stop // cfg.group_size)
+            batch = group(rolls, curves, prefixes[mine], starts[own.start : own.stop], cfg.group_size)
             adv, mask = arm.advantages(batch, cfg).flatten(0, 1), batch.mask.flatten(0, 1)
             with phases("wait"):  # for the slowest process's rollouts (the update's first collective)
                 accelerator.wait_for_everyone()
@@ -187,7 +167,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
             sampled_by = gather([len(rolls)])
             rolls, curves = gather(rolls), gather(curves)
         row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg, cost), **update,
-               **meter_take(meter)}
+               **grading_counts(meter)}
         if world > 1:  # who sampled what (not a metric: one count per process)
             row["sampled_by_process"] = sampled_by
         run.history.append(row)
@@ -203,7 +183,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
                 val = validate(engine, accelerator.unwrap_model(model), ref_model, val_problems, cfg, round_n,
                                tok.pad_token_id, mp)
             best_so_far = max((v["val_accuracy"] for v in run.validations), default=-1.0)
-            run.validations.append({"step": run.step, **val, **meter_take(meter)})
+            run.validations.append({"step": run.step, **val, **grading_counts(meter)})
             if cfg.keep == "last_and_best" and val["val_accuracy"] > best_so_far:
                 save_model(accelerator, model, tok, state_dir / "best")
             if run.step < cfg.steps_per_round:
@@ -220,9 +200,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
         resume.clear()
     accelerator.wait_for_everyone()  # every process may read the outputs once this returns
     # to MLflow only (outputs stay reproducible): the wall time, and where it went on each process
-    seconds = gather([phases.seconds])
-    timing = {f"seconds_{k}": v for k, v in seconds[0].items()}
-    return summary | timing | {"wall_seconds": time.time() - t0, "seconds_by_process": seconds}
+    return summary | phase_seconds(phases) | {"wall_seconds": time.time() - t0}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,13 +47,12 @@ from mrt_lib.distributed import (
     die_with_launcher,
     launch_as,
     launched_world,
-    shard,
 )
 from mrt_lib.envs import family
 from mrt_lib.modeling import build_char_tokenizer, build_model
 from mrt_lib.resume import ResumeState, code_version, fingerprint
 from mrt_lib.tracking import stage_run
-from mrt_lib.training.base_traces import TraceSampler, lm_loss, validation_loss
+from mrt_lib.training.base_traces import TraceSampler, shard_loss, validation_loss
 
 # the params sections the stage reads: the sections of its params in dvc.yaml
 SECTIONS = ("env", "policy", "template", "train_base", "resources")
@@ -137,18 +136,6 @@ def run_train_base(params: Params, paths: Paths, log=None) -> dict:
     n_params = sum(p.numel() for p in plain.parameters())
     final_val = history[-1]["val_loss"] if history else validation_loss(plain, val_batches)
     return {"n_params": n_params, "final_val_loss": final_val, "train_seconds": time.time() - t0, "resumed_from": start}
-
-
-def shard_loss(model, batch: dict[str, torch.Tensor], rank: int, world: int) -> torch.Tensor:
-    """The step's loss on this process's rows. On one process: the batch's token mean. Under N:
-    this shard's token sum over the whole batch's token count, times N (the gradient all-reduce
-    averages over the processes), so the update is the one-process update on the whole batch."""
-    if world == 1:
-        return lm_loss(model, batch)
-    rows = shard(batch["input_ids"].shape[0], rank, world)
-    counted = (batch["labels"][:, 1:] != -100).sum(-1)  # the tokens the shifted loss averages over
-    mine = {k: v[rows.start : rows.stop] for k, v in batch.items()}
-    return lm_loss(model, mine) * (counted[rows.start : rows.stop].sum() / counted.sum() * world)
 
 
 def _save_checkpoint(state: ResumeState, step, model, optimizer, scheduler) -> None:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from mrt_core.envs.base import Role
 from mrt_lib.common import derive_seed
-from mrt_lib.distributed import gather, rank_and_size, shard
-from mrt_lib.generation.curves import EpisodeCurve, episode_curves
+from mrt_lib.distributed import gather
+from mrt_lib.generation.curves import EpisodeCurve
 from mrt_lib.generation.rollouts import Rollout, RolloutEngine, Start
+from mrt_lib.rl.sampling import sample_shard
 
 
 @dataclass
@@ -50,12 +51,10 @@ def sample_prefixes(engine: RolloutEngine, problems, cfg, seed: int, round_n: in
     rng = random.Random(derive_seed(seed, "prefixes", round_n))
     drawn = [rng.choice(problems) for _ in range(n)]
     # each process samples and probes its shard; every process then cuts the whole pool
-    mine = shard(n, *rank_and_size())
-    rolls = engine.run_from([Start(drawn[i], i) for i in mine], cfg.train_budget,
-                            derive_seed(seed, "prefix-rollouts", round_n), cfg.batch_size, desc="prefix rollouts",
-                            first=mine.start)
-    curves = episode_curves(engine, rolls, meta_prover.estimator, meta_prover.samples,
-                            derive_seed(seed, "prefix-j", round_n), first=mine.start)
+    starts = [Start(p, i) for i, p in enumerate(drawn)]
+    rolls, curves, _ = sample_shard(engine, starts, cfg.train_budget, derive_seed(seed, "prefix-rollouts", round_n),
+                                    derive_seed(seed, "prefix-j", round_n), meta_prover, cfg.batch_size,
+                                    desc="prefix rollouts")
     rolls, curves = gather(rolls), gather(curves)
     pool = []
     for i, (r, curve) in enumerate(zip(rolls, curves)):

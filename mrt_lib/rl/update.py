@@ -9,7 +9,7 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
 from mrt_core.loss import policy_loss
-from mrt_lib.distributed import GROUP_TIMEOUT, all_sum, die_with_launcher, launched_world, rank_and_size, shard
+from mrt_lib.distributed import GROUP_TIMEOUT, all_sum, launched_world, rank_and_size, shard
 from mrt_lib.generation.rollouts import Rollout
 from mrt_lib.sequences import micro_batches, pad_right, token_logp
 
@@ -62,7 +62,6 @@ def make_accelerator(cfg) -> Accelerator:
     micro-batches. Under DeepSpeed (``accelerate launch --config_file infra/accelerate/...``) its
     ``auto`` micro-batch is set here (no dataloader to infer it from). Under N processes each
     accumulates over the micro-batches of its own 1/N of the step's rollouts."""
-    die_with_launcher()
     _, size = launched_world()
     shard(cfg.prompts_per_step, 0, size)  # refuses a step that does not split evenly, before any work
     steps = len(micro_batches(cfg.prompts_per_step // size * cfg.group_size, cfg.micro_batch))

@@ -9,9 +9,9 @@ from mrt_core.envs.base import Role
 from mrt_core.loss import kl_k3
 from mrt_core.regret import normalized_regret, progress, zero_progress_share
 from mrt_lib.common import derive_seed
-from mrt_lib.distributed import gather, rank_and_size, shard
-from mrt_lib.generation.curves import episode_curves
+from mrt_lib.distributed import gather
 from mrt_lib.generation.rollouts import RolloutEngine, Start
+from mrt_lib.rl.sampling import sample_shard
 from mrt_lib.sequences import micro_batches, pad_right, token_logp
 
 
@@ -21,11 +21,8 @@ def validate(engine: RolloutEngine, model, ref_model, problems, cfg, round_n: in
     """From the prompt at the training budget, the same draws for every arm: accuracy,
     normalised regret against the oracle at C_0 (METHOD.md (6)), progress, KL to the reference."""
     starts = [Start(p, k) for p in problems for k in range(cfg.val_samples)]
-    mine = shard(len(starts), *rank_and_size())  # each process validates its shard of the draws
-    rolls = engine.run_from([starts[i] for i in mine], cfg.train_budget, derive_seed("val", round_n), cfg.batch_size,
-                            first=mine.start)
-    curves = episode_curves(engine, rolls, meta_prover.estimator, meta_prover.samples, derive_seed("val-j", round_n),
-                            first=mine.start)
+    rolls, curves, _ = sample_shard(engine, starts, cfg.train_budget, derive_seed("val", round_n),
+                                    derive_seed("val-j", round_n), meta_prover, cfg.batch_size)  # this process's draws
     kl_sums = _kl_sums(model, ref_model, rolls, cfg, pad_id)
     rolls, curves, kl_sums = gather(rolls), gather(curves), gather(kl_sums)
     prog = np.concatenate([progress(np.array(c.j)) for c in curves])

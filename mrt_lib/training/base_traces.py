@@ -10,6 +10,7 @@ import torch
 from mrt_core.envs.base import Problem
 from mrt_core.envs.code_search import CodeSearchEnv, TraceConfig, base_guess_fn, synthesize_trace
 from mrt_lib.common import derive_seed
+from mrt_lib.distributed import shard
 from mrt_lib.modeling import collate, encode_segments
 
 
@@ -34,6 +35,18 @@ class TraceSampler:
 def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     device = next(model.parameters()).device  # the batch is built on the CPU
     return model(**{k: v.to(device) for k, v in batch.items()}).loss
+
+
+def shard_loss(model, batch: dict[str, torch.Tensor], rank: int, world: int) -> torch.Tensor:
+    """The step's loss on this process's rows. On one process: the batch's token mean. Under N:
+    this shard's token sum over the whole batch's token count, times N (the gradient all-reduce
+    averages over the processes), so the update is the one-process update on the whole batch."""
+    if world == 1:
+        return lm_loss(model, batch)
+    rows = shard(batch["input_ids"].shape[0], rank, world)
+    counted = (batch["labels"][:, 1:] != -100).sum(-1)  # the tokens the shifted loss averages over
+    mine = {k: v[rows.start : rows.stop] for k, v in batch.items()}
+    return lm_loss(model, mine) * (counted[rows.start : rows.stop].sum() / counted.sum() * world)
 
 
 @torch.no_grad()
