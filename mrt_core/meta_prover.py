@@ -108,3 +108,53 @@ def zero_progress_threshold(estimator: Estimator, n_samples: int = 8) -> float:
     if estimator == "exact":
         return 1e-3
     raise ValueError(f"estimator must be 'sampled' or 'exact', got {estimator!r}")
+
+
+# Variance control for the sampled estimator (METHOD.md (2)): J's interval from its K graded
+# answers, more answers where the interval is still wide, and progress that carries its error.
+# The Agresti-Coull form is used because it never gives a zero-width interval: K answers that
+# are all wrong (or all right) say J is near 0 (or 1), not that it is exactly there.
+
+def j_standard_error(successes: np.ndarray, k: np.ndarray, z: float = 1.96) -> np.ndarray:
+    """Agresti-Coull standard error of a sampled J, METHOD.md (2a): ``sqrt(p~ (1 - p~) / (k + z^2))`` with
+    ``p~ = (successes + z^2 / 2) / (k + z^2)``; the interval is ``p~ +- z * se``."""
+    s, n = np.asarray(successes, dtype=float), np.asarray(k, dtype=float)
+    if np.any(n < 1) or np.any(s < 0) or np.any(s > n):
+        raise ValueError("need 0 <= successes <= k and k >= 1")
+    shrunk = (s + z * z / 2) / (n + z * z)
+    return np.sqrt(shrunk * (1 - shrunk) / (n + z * z))
+
+
+def needs_more_samples(successes: np.ndarray, k: np.ndarray, half_width: float, k_max: int,
+                       z: float = 1.96) -> np.ndarray:
+    """Adaptive K, METHOD.md (2b): True where J's interval is still wider than ``+- half_width`` and fewer
+    than ``k_max`` answers were drawn."""
+    wide = z * j_standard_error(successes, k, z) > half_width
+    return wide & (np.asarray(k) < k_max)
+
+
+def progress_standard_error(j_se: np.ndarray) -> np.ndarray:
+    """Standard error of each episode's progress, METHOD.md (2c): ``J[j+1] - J[j]`` from the standard errors of
+    J at its two ends (independent draws): ``sqrt(se[j]^2 + se[j+1]^2)``. (..., k+1) -> (..., k)."""
+    se = np.asarray(j_se, dtype=float)
+    return np.sqrt(se[..., 1:] ** 2 + se[..., :-1] ** 2)
+
+
+Shrink = Literal["none", "interval", "snr"]
+
+
+def shrink_progress(prog: np.ndarray, se: np.ndarray, rule: Shrink, z: float = 1.96) -> np.ndarray:
+    """Progress as a per-episode bonus, shrunk toward zero where it is noise, METHOD.md (2d):
+    ``none``: as measured; ``interval``: only progress whose interval ``+- z se`` excludes zero;
+    ``snr``: scaled by ``snr^2 / (1 + snr^2)``, ``snr = |progress| / se`` (a James-Stein-like
+    factor: 1/2 at one standard error, 4/5 at two). ``se = 0`` (exact J) leaves progress as it is."""
+    prog, se = np.asarray(prog, dtype=float), np.asarray(se, dtype=float)
+    if rule == "none":
+        return prog
+    exact = se <= 0
+    if rule == "interval":
+        return np.where(exact | (np.abs(prog) > z * se), prog, 0.0)
+    if rule == "snr":
+        snr2 = np.where(exact, 1.0, prog**2 / np.where(exact, 1.0, se**2))
+        return np.where(exact, prog, prog * snr2 / (1 + snr2))
+    raise ValueError(f"shrink must be 'none', 'interval' or 'snr', got {rule!r}")

@@ -31,7 +31,7 @@ from mrt_lib.common import (
 from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import load_problems
 from mrt_lib.envs import GradingMeter, backend_for, backend_for_or_exit, environment, family
-from mrt_lib.generation.curves import episode_curves
+from mrt_lib.generation.curves import curves_for
 from mrt_lib.generation.rollouts import Rollout
 from mrt_lib.grading import GradingError
 from mrt_lib.tracking import stage_run
@@ -57,7 +57,7 @@ def _build(params: StageConfig, paths: Paths, cfg, env, engine, model_path) -> d
                        desc="star samples")
     rows, rejects, all_progress = [], Counter(), []
     mp = params.meta_prover
-    for r, curve in zip(rolls, episode_curves(engine, rolls, mp.estimator, mp.samples, derive_seed(cfg.seed, "j"))):
+    for r, curve in zip(rolls, curves_for(engine, rolls, mp, derive_seed(cfg.seed, "j"))):
         episodes, j_values = curve.episodes, list(curve.j)
         prog = progress(np.array(j_values)).tolist()
         all_progress += prog

@@ -48,14 +48,13 @@ from mrt_lib.config import Params, RlConfig, StageConfig, for_stage, load_params
 from mrt_lib.data import dataset_hash, load_problems
 from mrt_lib.distributed import WorldError, check_world, die_with_launcher, gather, launch_as, launched_world, shard
 from mrt_lib.envs import GradingMeter, environment, family
-from mrt_lib.generation import make_backend
-from mrt_lib.generation.hf import HFBackend
 from mrt_lib.grading import GradingError
 from mrt_lib.measurements import Phases
 from mrt_lib.modeling import load_policy
 from mrt_lib.resume import ResumeState, UnsafeStateError, code_version, fingerprint
 from mrt_lib.rl.arms import Arm, get_arm
-from mrt_lib.rl.batch import group, probe_cost, rollout_record, round_summary, step_metrics
+from mrt_lib.rl.batch import group, rollout_record, round_summary, step_metrics
+from mrt_lib.rl.models import ProverError, prover_engine, prover_path, rollout_backend
 from mrt_lib.rl.prefixes import continuation_starts, sample_prefixes
 from mrt_lib.rl.sampling import grading_counts, phase_seconds, sample_shard
 from mrt_lib.rl.state import RoundState, load_state, save_model, save_state, write_outputs
@@ -77,17 +76,6 @@ def round_model(paths: Paths, arm: str, seed: int, n: int) -> Path:
     if not (folder / "model" / "config.json").exists():
         raise FileNotFoundError(f"{folder}/model is missing: run round {n} of {arm} (seed {seed}) first (dvc repro)")
     return folder / "model"
-
-
-def rollout_backend(params: StageConfig, cfg: RlConfig, model, tok, start: Path):
-    """What generates the round's rollouts: the training model itself on ``hf`` (CPU or its
-    GPU), or vLLM (``rl.backend: vllm``) loaded from the round's start weights and synced after
-    every update."""
-    if cfg.backend == "hf":
-        return HFBackend(model, tok)
-    gen = params.generation
-    return make_backend("vllm", str(start), gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
-                        dtype=gen.vllm_dtype)
 
 
 def run_rl_round(params: Params, paths: Paths, arm: str, seed: int, round_n: int, log=None) -> dict:
@@ -117,18 +105,23 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
     model, optimizer = accelerator.prepare(model, optimizer)
     ref_model = ref_model.to(accelerator.device)
     backend = rollout_backend(params, cfg, accelerator.unwrap_model(model), tok, start_path)
-    engine = family(params.env.kind).engine(backend, env, cfg.temperature, params.env)
+    make_engine = lambda b: family(params.env.kind).engine(b, env, cfg.temperature, params.env)  # noqa: E731
+    engine = make_engine(backend)
+    prover = prover_engine(mp, paths, start_path, engine, make_engine, tok, accelerator.device)
+    n_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
     problems = load_problems(paths, "train")
     val_problems = load_problems(paths, "val")[: cfg.val_problems]
     shard(len(val_problems) * cfg.val_samples, rank, world)  # refused now, not after the first steps
-    cost = probe_cost(engine, problems[0], mp)
-    meter = GradingMeter(params, env)  # after the probe: counts per step and per validation
+    meter = GradingMeter(params, env)  # counts per step and per validation
+    # the meta-prover reads every rollout where the arm's advantages need J, else a share (for logs)
+    share = lambda needs: 1.0 if arm.probes == needs else cfg.log_probe_share  # noqa: E731
 
     # resume, or sample the round's prefixes and J(mu|c) from its start policy (one batch job)
     resume = ResumeState(paths.checkpoints / "rl" / arm.name / f"s{seed}" / f"r{round_n}", fingerprint(
         rl=cfg.model_dump(), env=params.env.model_dump(), meta_prover=mp.model_dump(), arm=arm.name, seed=seed,
         round=round_n, start=model_hash(start_path), reference=model_hash(paths.model(cfg.start)),
-        dataset=dataset_hash(paths), code=code_version("rl_round"), processes=processes), "rl_round")
+        dataset=dataset_hash(paths), code=code_version("rl_round"), processes=processes,
+        prover=model_hash(prover_path(mp, paths, start_path) or start_path)), "rl_round")
     state_dir = resume.folder
     phases = Phases()
     phases.seconds["setup"] = time.time() - t0
@@ -136,7 +129,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
     if run is None:
         with phases("prefixes"):
             pool, prefix_cost = sample_prefixes(engine, problems, cfg, seed, round_n,
-                                                cfg.steps_per_round * cfg.prompts_per_step, mp)
+                                                cfg.steps_per_round * cfg.prompts_per_step, mp, prover, share("prefix"))
         run = RoundState(0, pool, prefix_cost, [], [], [])
         save_state(accelerator, resume, run)
     elif run.step and hasattr(backend, "sync_weights"):  # resumed: the engine still holds the start weights
@@ -150,11 +143,12 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
         # this process's groups (whole groups: advantages are normalised as on one process)
         rolls, curves, own = sample_shard(engine, starts, cfg.train_budget, derive_seed(seed, "step", round_n, step),
                                           derive_seed(seed, "step-j", round_n, step), mp, cfg.batch_size,
-                                          unit=cfg.group_size, phases=phases)
+                                          unit=cfg.group_size, phases=phases, prover=prover,
+                                          probe_share=share("episodes"))
         # update: the arm's advantages, the clipped loss
         with phases("update"):
             mine = slice(own.start // cfg.group_size, own.stop // cfg.group_size)
-            batch = group(rolls, curves, prefixes[mine], starts[own.start : own.stop], cfg.group_size)
+            batch = group(rolls, curves, prefixes[mine], starts[own.start : own.stop], cfg.group_size, mp.shrink, mp.z)
             adv, mask = arm.advantages(batch, cfg).flatten(0, 1), batch.mask.flatten(0, 1)
             with phases("wait"):  # for the slowest process's rollouts (the update's first collective)
                 accelerator.wait_for_everyone()
@@ -166,7 +160,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
             mean_adv = gather([float(a[m].mean()) if m.any() else 0.0 for a, m in zip(adv, mask)])
             sampled_by = gather([len(rolls)])
             rolls, curves = gather(rolls), gather(curves)
-        row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg, cost), **update,
+        row = {"step": step + 1, **step_metrics(arm, rolls, curves, starts, cfg), **update,
                **grading_counts(meter)}
         if world > 1:  # who sampled what (not a metric: one count per process)
             row["sampled_by_process"] = sampled_by
@@ -191,7 +185,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
                 kill_point("rl_round.state")
 
     # save: the outputs, then the resume state is no longer needed
-    summary = round_summary(arm, seed, round_n, cfg, run, cost) | meter.check(run.history + run.validations)
+    summary = round_summary(arm, seed, round_n, cfg, run, n_params) | meter.check(run.history + run.validations)
     weights = accelerator.get_state_dict(model)  # collective: gathered on every rank under ZeRO-3
     if accelerator.is_main_process:
         best = state_dir / "best" if cfg.keep == "last_and_best" else None
@@ -227,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     tags = {"mrt.arm": args.arm, "mrt.seed": str(args.seed), "mrt.round": str(args.round)}
     with stage_run("rl_round", params.runtime.tracking_uri, params.runtime.experiment, logged,
                    run_name=f"rl_round {args.arm} s{args.seed} r{args.round}", tags=tags) as mlflow:
-        with exit_on((GradingError, UnsafeStateError), "rl_round", 1), exit_on(WorldError, "rl_round", 2):
+        with exit_on((GradingError, UnsafeStateError), "rl_round", 1), exit_on((WorldError, ProverError), "rl_round", 2):
             summary = run_rl_round(params, paths, args.arm, args.seed, args.round,
                                    log=lambda m, step: mlflow.log_metrics(m, step=step))
         mlflow.log_metrics({f"round.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))},

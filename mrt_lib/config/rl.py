@@ -59,6 +59,10 @@ class RlConfig(Section):
     val_problems: int = Field(64, ge=1, description="validation problems per round (val split)")
     val_samples: int = Field(2, ge=1)
     sample_rows: int = Field(32, ge=0, description="rollouts per round logged to MLflow as a table")
+    log_probe_share: float = Field(0.25, ge=0, le=1, description="share of the rollouts the meta-prover still "
+                                   "reads, for the logged progress metrics only, in arms whose advantages do not "
+                                   "read J there (grpo, length_penalty, mrt_mixed; the prefix pool of every arm but "
+                                   "mrt_prefix); 1: all, 0: none")
     star_min_total_progress: float = Field(0.5, description="mrt_star: keep correct traces with this much progress")
     star_max_zero_share: float = Field(0.5, ge=0, le=1, description="... and at most this share of zero episodes")
     zero_threshold: float = Field(1e-3, ge=0, description="progress at or below this is zero (exact J)")

@@ -233,13 +233,52 @@ class ResourcesConfig(Section):
         return self.stages.get(stage.partition("@")[0], self.default)
 
 
+PROVER_POLICIES = ("round_start", "live", "base", "folder")
+
+
 class MetaProverConfig(Section):
     """How ``J(mu | c)`` is estimated wherever the pipeline reads it (METHOD.md (2)-(3))."""
 
     estimator: Literal["exact", "sampled"] = Field(
         "exact", description="exact: teacher-forced probability of the reference (finite answer sets only) | "
         "sampled: K forced answers per prefix, graded")
-    samples: int = Field(8, ge=1, description="K: forced answers per prefix (sampled estimator)")
+    samples: int = Field(8, ge=1, description="K: forced answers per prefix (sampled estimator; with "
+                         "max_samples, the first draw of adaptive K)")
+    max_samples: int | None = Field(None, ge=1, description="sampled: adaptive K up to this many answers per prefix, "
+                                    "drawn samples at a time while J's interval is wider than +-half_width; "
+                                    "null: always K = samples")
+    half_width: float = Field(0.1, gt=0, le=0.5, description="adaptive K: the interval half-width to reach")
+    z: float = Field(1.96, gt=0, description="sampled: J's interval is +-z standard errors (Agresti-Coull)")
+    shrink: Literal["none", "interval", "snr"] = Field(
+        "none", description="RL bonus from sampled progress: none | interval (only progress whose interval "
+        "excludes 0) | snr (scaled by snr^2/(1+snr^2)); exact J has no error and is never shrunk")
+    policy: str = Field("round_start", description="RL rounds: the model that reads J: round_start (the round's "
+                        "start policy, frozen: the paper's offline form) | live (the policy being trained, at "
+                        "each step) | base (models/base) | folder (meta_prover.folder: a frozen checkpoint)")
+    folder: str = Field("models/base", description="policy: folder: the prover's model folder, relative to the "
+                        "workspace (a DVC dependency of every round); it must share the policy's tokenizer")
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        if v not in PROVER_POLICIES:
+            raise ValueError(f"meta_prover.policy must be one of {', '.join(PROVER_POLICIES)}, got {v!r} "
+                             "(a model folder goes in meta_prover.folder with policy: folder)")
+        return v
+
+    @field_validator("folder")
+    @classmethod
+    def _inside_workspace(cls, v: str) -> str:
+        if not v or Path(v).is_absolute() or ".." in Path(v).parts:
+            raise ValueError(f"meta_prover.folder must be a folder inside the workspace, relative and without "
+                             f"'..', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _k_range(self) -> "MetaProverConfig":
+        if self.max_samples is not None and self.max_samples < self.samples:
+            raise ValueError(f"meta_prover.max_samples={self.max_samples} must be at least samples={self.samples}")
+        return self
 
 
 class PolicyConfig(Section):

@@ -15,7 +15,7 @@ import numpy as np
 from mrt_core.regret import regret_curve
 from mrt_lib.common import derive_seed
 from mrt_lib.envs import backend_for, family
-from mrt_lib.generation.curves import episode_curves
+from mrt_lib.generation.curves import curves_for
 
 
 def gate_budget(params) -> int:
@@ -31,8 +31,7 @@ def per_problem_values(params, model_dir: Path, problems, env, name: str = "mode
     engine = family(params.env.kind).engine(backend, env, cfg.temperature, params.env)
     rolls = engine.run(problems, cfg.n_samples, budget, derive_seed(cfg.seed, "gate", budget), cfg.batch_size,
                        cfg.budget_forcing, desc=f"gate {name} B={budget}")
-    curves = episode_curves(engine, rolls, params.meta_prover.estimator, params.meta_prover.samples,
-                            derive_seed(cfg.seed, "gate-curves"))
+    curves = curves_for(engine, rolls, params.meta_prover, derive_seed(cfg.seed, "gate-curves"))
     order = {p.id: i for i, p in enumerate(problems)}
     correct, regret = np.zeros(len(problems)), np.zeros(len(problems))
     counts = np.zeros(len(problems))

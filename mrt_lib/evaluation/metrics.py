@@ -11,7 +11,7 @@ import numpy as np
 
 from mrt_core.metrics import bootstrap_ci, maj_at_k_batch, pass_at_k, token_efficiency
 from mrt_core.regret import VOTE_COUNTS, progress, regret_curve, votes_normalized_regret, zero_progress_share
-from mrt_lib.generation.curves import EpisodeCurve, episode_curves, search_end
+from mrt_lib.generation.curves import EpisodeCurve, curves_for, search_end
 from mrt_lib.generation.rollouts import Rollout, RolloutEngine
 
 PROGRESS_BINS = np.linspace(-1.0, 1.0, 21)
@@ -42,7 +42,7 @@ def curve_rows(engine: RolloutEngine, rolls: list[Rollout], budgets: list[int], 
     """Normalised regret (oracle, METHOD.md (6); votes vs episode, (7)) per budget with a
     bootstrap CI over problems, and the progress distribution (METHOD.md (4)), from the
     meta-prover curve of every rollout."""
-    curves = episode_curves(engine, rolls, meta_prover.estimator, meta_prover.samples, seed)
+    curves = curves_for(engine, rolls, meta_prover, seed)
     oracle = np.array([regret_curve(np.array(c.tokens), np.array(c.j), budgets) for c in curves])
     answer_tokens = engine.env.answer_length(rolls[0].problem) + len(engine.term_ids)
     votes = []

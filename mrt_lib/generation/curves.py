@@ -9,7 +9,7 @@ import numpy as np
 
 from mrt_core.envs.base import Role
 from mrt_core.episodes import Episode
-from mrt_core.meta_prover import j_sampled
+from mrt_core.meta_prover import j_standard_error, needs_more_samples
 from mrt_lib.generation.prefix_tree import ProbeJob
 from mrt_lib.generation.rollouts import sample_generators
 
@@ -23,6 +23,9 @@ class EpisodeCurve:
     tokens: tuple[int, ...]
     j: tuple[float, ...]
     cut_offsets: tuple[int, ...]  # output tokens before each prefix c_0..c_k (for more probes)
+    j_se: tuple[float, ...] = ()  # J's standard error at each cut (0: exact); NaN where not probed
+    probe_tokens: int = 0  # tokens the probes pushed through the prover (for the compute ledger)
+    j_samples: tuple[int, ...] = ()  # sampled: answers drawn at each cut (adaptive K)
 
 
 def search_end(engine, r) -> int:
@@ -47,38 +50,76 @@ def _episodes_and_cuts(engine, r) -> tuple[tuple[Episode, ...], tuple[int, ...],
     return tuple(episodes), cuts, end
 
 
-def episode_curves(engine, rolls: list, estimator: str = "exact", samples: int = 8,
-                   seed: int = 0, first: int = 0) -> list[EpisodeCurve]:
+def episode_curves(engine, rolls: list, estimator: str = "exact", samples: int = 8, seed: int = 0,
+                   first: int = 0, *, max_samples: int | None = None, half_width: float = 0.1, z: float = 1.96,
+                   prover=None, probed: list[bool] | None = None) -> list[EpisodeCurve]:
     """Split each rollout's search into episodes and read the meta-prover's J after each:
     ``exact`` (METHOD.md (3), finite answer sets: teacher-forced probability of the reference,
     all rollouts' probes in batched trees) or ``sampled`` (METHOD.md (2): ``samples`` forced
-    answers per prefix, decoded over the shared prefix and graded; ``first``: the index of
-    ``rolls[0]`` in the whole run when ``rolls`` is one process's shard)."""
+    answers per prefix, decoded over the shared prefix and graded; with ``max_samples``,
+    ``samples`` more at a time where J's interval is wider than ``+-half_width``).
+
+    ``first``: the index of ``rolls[0]`` in the whole run when ``rolls`` is one process's shard;
+    ``prover``: the engine whose model reads J (default ``engine``); ``probed``: which rollouts
+    to read at all (the others get NaN for J and cost nothing)."""
     if not rolls:
         return []
+    prover = prover or engine
+    probed = probed or [True] * len(rolls)
     shapes = [_episodes_and_cuts(engine, r) for r in rolls]
     jobs = [ProbeJob(tuple(r.token_ids[:end]), cuts) for r, (_, cuts, end) in zip(rolls, shapes)]
+    read = [i for i, keep in enumerate(probed) if keep]
+    read_j = [((math.nan,) * len(job.cuts), (math.nan,) * len(job.cuts), 0, ()) for job in jobs]
     if estimator == "exact":
-        answers = [engine.encode(r.problem.answer) for r in rolls]
-        j_rows = [[math.exp(float(row.sum())) for row in logp]
-                  for logp in engine.backend.probe_logprobs_batch(jobs, engine.term_ids, answers)]
+        answers = [engine.encode(rolls[i].problem.answer) for i in read]
+        logps = prover.backend.probe_logprobs_batch([jobs[i] for i in read], engine.term_ids, answers)
+        for i, logp, ans in zip(read, logps, answers):
+            cost = len(jobs[i].token_ids) + len(jobs[i].cuts) * (len(engine.term_ids) + len(ans))
+            read_j[i] = (tuple(math.exp(float(row.sum())) for row in logp), (0.0,) * len(jobs[i].cuts), cost, ())
     elif estimator == "sampled":
-        j_rows = []  # rollout first + i draws its probes from its own generator (as in run_from)
-        for gen, r, job in zip(sample_generators(seed, len(rolls), first), rolls, jobs):
-            drawn = engine.backend.probe_sampled(job, engine.term_ids, engine.env.answer_length(r.problem), samples,
-                                                 engine.temperature, gen)  # (n_cuts, K, L)
-            flat = engine.forced_correct(r.problem, [a for cut in drawn.tolist() for a in cut])
-            j_rows.append(j_sampled(np.array(flat, dtype=float).reshape(len(job.cuts), samples)).tolist())
+        gens = sample_generators(seed, len(rolls), first)  # rollout first + i draws from its own generator
+        for i in read:
+            read_j[i] = _sampled_j(prover, engine, rolls[i], jobs[i], samples, max_samples or samples, half_width, z,
+                                gens[i])
     else:
         raise ValueError(f"estimator must be 'exact' or 'sampled', got {estimator!r}")
     curves = []
-    for r, (episodes, cuts, end), j_values in zip(rolls, shapes, j_rows):
+    for r, (episodes, cuts, end), (j_values, j_se, cost, drawn) in zip(rolls, shapes, read_j):
         counted = [0]
         for role in r.roles[r.start_len:end]:
             counted.append(counted[-1] + (role == Role.GENERATED))
         tokens = tuple(counted[c - r.start_len] for c in cuts)
-        curves.append(EpisodeCurve(episodes, tokens, tuple(j_values), tuple(c - r.start_len for c in cuts)))
+        curves.append(EpisodeCurve(episodes, tokens, j_values, tuple(c - r.start_len for c in cuts), j_se, cost,
+                                   drawn))
     return curves
+
+
+def _sampled_j(prover, engine, r, job: ProbeJob, k0: int, k_max: int, half_width: float, z: float, gen):
+    """J, its standard error and the probe tokens of one rollout, sampled ``k0`` answers at a
+    time per cut until every cut's interval is narrow enough or has ``k_max`` answers."""
+    length = engine.env.answer_length(r.problem)
+    hits, drawn = np.zeros(len(job.cuts)), np.zeros(len(job.cuts), dtype=int)
+    wanted, cost = list(range(len(job.cuts))), len(job.token_ids)
+    while wanted:
+        sub = ProbeJob(job.token_ids, tuple(job.cuts[c] for c in wanted))
+        k = min(k0, k_max - int(drawn[wanted].max()))
+        answers = prover.backend.probe_sampled(sub, engine.term_ids, length, k, engine.temperature, gen)
+        grades = np.array(engine.forced_correct(r.problem, [a for cut in answers.tolist() for a in cut]), dtype=float)
+        hits[wanted] += grades.reshape(len(wanted), k).sum(axis=1)
+        drawn[wanted] += k
+        cost += len(wanted) * (len(engine.term_ids) + k * length)
+        more = needs_more_samples(hits[wanted], drawn[wanted], half_width, k_max, z)
+        wanted = [c for c, m in zip(wanted, more) if m]
+    return (tuple((hits / drawn).tolist()), tuple(j_standard_error(hits, drawn, z).tolist()), cost,
+            tuple(int(k) for k in drawn))
+
+
+def curves_for(engine, rolls: list, meta_prover, seed: int, first: int = 0, prover=None,
+               probed: list[bool] | None = None) -> list[EpisodeCurve]:
+    """``episode_curves`` with the ``meta_prover`` section's estimator and variance control."""
+    return episode_curves(engine, rolls, meta_prover.estimator, meta_prover.samples, seed, first,
+                          max_samples=meta_prover.max_samples, half_width=meta_prover.half_width, z=meta_prover.z,
+                          prover=prover, probed=probed)
 
 
 def episode_curve(engine, r) -> EpisodeCurve:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from mrt_core.advantages import GroupedRollouts
+from mrt_core.compute import Ledger
 from mrt_core.envs.base import Role
+from mrt_core.meta_prover import progress_standard_error, shrink_progress
 from mrt_core.regret import progress, zero_progress_share
 from mrt_lib.generation.curves import EpisodeCurve
 from mrt_lib.generation.rollouts import ROLE_CHAR, Rollout, RolloutEngine, Start
@@ -25,15 +29,17 @@ def token_episodes(r: Rollout, curve: EpisodeCurve) -> list[int]:
 
 
 def group(rolls: list[Rollout], curves: list[EpisodeCurve], prefixes: list[Prefix], starts: list[Start],
-          G: int) -> GroupedRollouts:
-    """The step's rollouts as (P, G, ...) tensors for the arms' ``advantages``."""
+          G: int, shrink: str = "none", z: float = 1.96) -> GroupedRollouts:
+    """The step's rollouts as (P, G, ...) tensors for the arms' ``advantages``; progress shrunk
+    toward zero by its standard error (``meta_prover.shrink``; exact J has none)."""
     P, T = len(prefixes), max(len(r.token_ids) for r in rolls)
     k = max(1, max(len(c.j) - 1 for c in curves))
     progress_t = torch.zeros(P * G, k)
     episode_t = torch.zeros(P * G, T, dtype=torch.long)
     mask = torch.zeros(P * G, T, dtype=torch.bool)
     for i, (r, c) in enumerate(zip(rolls, curves)):
-        prog = progress(np.array(c.j))
+        se = progress_standard_error(np.array(c.j_se)) if c.j_se else np.zeros(len(c.j) - 1)
+        prog = shrink_progress(progress(np.array(c.j)), se, shrink, z)
         progress_t[i, : len(prog)] = torch.tensor(prog, dtype=torch.float32)
         episode_t[i, r.start_len : len(r.token_ids)] = torch.tensor(token_episodes(r, c))
         mask[i, r.start_len : len(r.token_ids)] = torch.tensor([x == Role.GENERATED for x in r.roles[r.start_len:]])
@@ -48,13 +54,15 @@ def group(rolls: list[Rollout], curves: list[EpisodeCurve], prefixes: list[Prefi
     )
 
 
-def step_metrics(arm, rolls: list[Rollout], curves: list[EpisodeCurve], starts: list[Start], cfg,
-                 probe_cost: int) -> dict:
-    """What one step's rollouts did, and what they cost (generated tokens; teacher-forced probe
-    tokens the arm itself needs: every episode end for the dense and STaR arms)."""
+def step_metrics(arm, rolls: list[Rollout], curves: list[EpisodeCurve], starts: list[Start], cfg) -> dict:
+    """What one step's rollouts did (progress over the rollouts the meta-prover read), and what
+    they cost: generated tokens, the probes' tokens (whatever they were for), and the update's
+    tokens (``trained``: forward and backward in every PPO epoch; ``update_forward``: the
+    old-policy and reference log-probs, no gradient)."""
     cont = [(r, c) for r, c, s in zip(rolls, curves, starts) if not s.answer_now]
     prog = np.concatenate([progress(np.array(c.j)) for _, c in cont]) if cont else np.zeros(0)
-    uses_curves = arm.probes == "episodes"
+    prog = prog[~np.isnan(prog)]  # rollouts the meta-prover did not read (rl.log_probe_share)
+    sequence_tokens = sum(len(r.token_ids) for r in rolls)
     return {
         "reward": float(np.mean([r.correct for r in rolls])),
         "continue_reward": float(np.mean([r.correct for r, _ in cont])) if cont else float("nan"),
@@ -63,7 +71,9 @@ def step_metrics(arm, rolls: list[Rollout], curves: list[EpisodeCurve], starts: 
         "episodes_per_trace": float(np.mean([len(c.j) - 1 for _, c in cont])) if cont else float("nan"),
         "tokens_per_trace": float(np.mean([r.budget_tokens for r, _ in cont])) if cont else float("nan"),
         "generated_tokens": sum(r.budget_tokens + len(r.answer_ids) for r in rolls),
-        "probe_tokens": sum(len(c.j) for c in curves) * probe_cost if uses_curves else 0,
+        "probe_tokens": sum(c.probe_tokens for c in curves),
+        "trained_tokens": sequence_tokens * cfg.ppo_epochs,
+        "update_forward_tokens": 2 * sequence_tokens,
     }
 
 
@@ -72,33 +82,30 @@ def rollout_record(r: Rollout, c: EpisodeCurve, engine: RolloutEngine, step: int
     out = r.token_ids[r.start_len:]
     return {
         "problem_id": r.problem.id, "step": step, "sample": r.sample, "prefix_episodes": p.episodes,
-        "prefix_j": p.j, "prefix_text": engine.tok.decode(r.token_ids[: r.start_len]),
+        "prefix_j": None if math.isnan(p.j) else p.j, "prefix_text": engine.tok.decode(r.token_ids[: r.start_len]),
         "text": engine.tok.decode(out), "roles": "".join(ROLE_CHAR[x.value] for x in r.roles[r.start_len:]),
         "episodes": [[e.char_start, e.char_end] for e in c.episodes], "episode_tokens": list(c.tokens),
-        "episode_j": list(c.j), "reward": float(r.correct), "answer_now": now,
+        "episode_j": [None if math.isnan(j) else j for j in c.j], "reward": float(r.correct), "answer_now": now,
         "generated_tokens": r.budget_tokens, "mean_advantage": adv,
     }
 
 
-def probe_cost(engine, problem, meta_prover) -> int:
-    """Tokens one read of J costs: the termination text and the answer, teacher-forced once
-    (exact) or sampled K times (sampled)."""
-    once = len(engine.term_ids) + engine.env.answer_length(problem)
-    return once if meta_prover.estimator == "exact" else meta_prover.samples * once
-
-
-def round_summary(arm, seed: int, round_n: int, cfg, run, probe_cost: int) -> dict:
+def round_summary(arm, seed: int, round_n: int, cfg, run, n_params: int) -> dict:
     """The round's metrics: training means, validation of the last policy (and which snapshot
-    validated best), and its compute (generated tokens of prefix rollouts and continuations;
-    probe tokens the arm itself needs; validation is not counted)."""
+    validated best), and its compute ledger (``mrt_core.compute``: every token the prefix
+    rollouts, the steps' rollouts, the probes and the updates pushed through the model, whatever
+    for; validation is not counted: it is the same for every arm)."""
     h, val = run.history, run.validations[-1]
     best = max(run.validations, key=lambda v: (v["val_accuracy"], -v["step"]))
+    total = lambda key: sum(row[key] for row in h)  # noqa: E731
     compute = {
-        "prefix_generated_tokens": run.prefix_cost,
-        "generated_tokens": sum(row["generated_tokens"] for row in h),
-        "probe_tokens": sum(row["probe_tokens"] for row in h) + (len(run.pool) * probe_cost
-                                                                if arm.probes == "prefix" else 0),
+        "prefix_generated_tokens": run.prefix_cost["generated"], "generated_tokens": total("generated_tokens"),
+        "probe_tokens": run.prefix_cost["teacher_forced"] + total("probe_tokens"),
+        "trained_tokens": total("trained_tokens"), "update_forward_tokens": total("update_forward_tokens"),
     }
+    ledger = Ledger(generated=compute["prefix_generated_tokens"] + compute["generated_tokens"],
+                    teacher_forced=compute["probe_tokens"] + compute["update_forward_tokens"],
+                    trained=compute["trained_tokens"])
     mean = lambda key: float(np.nanmean([row[key] for row in h]))  # noqa: E731
     return {
         "arm": arm.name, "seed": seed, "round": round_n, "steps": len(h),
@@ -106,5 +113,6 @@ def round_summary(arm, seed: int, round_n: int, cfg, run, probe_cost: int) -> di
         **{key: mean(key) for key in ("reward", "mean_progress", "zero_progress_share", "episodes_per_trace",
                                       "tokens_per_trace", "kl")},
         **{k: v for k, v in val.items() if k != "step"}, "best_step": best["step"],
-        "best_val_accuracy": best["val_accuracy"], **compute, "total_tokens": sum(compute.values()),
+        "best_val_accuracy": best["val_accuracy"], **compute, "total_tokens": ledger.tokens,
+        "n_params": n_params, "flops": ledger.flops(n_params),
     }

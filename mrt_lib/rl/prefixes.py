@@ -8,6 +8,7 @@ re-sampled after updates), so it is saved with the round's resume state.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -43,36 +44,40 @@ def prefix_cuts(engine: RolloutEngine, r: Rollout, curve: EpisodeCurve, cfg) -> 
     return ks
 
 
-def sample_prefixes(engine: RolloutEngine, problems, cfg, seed: int, round_n: int, n: int,
-                    meta_prover) -> tuple[list[Prefix], int]:
-    """``n`` prefixes from rollouts of the engine's current policy (the round's start), and the
-    tokens those rollouts generated (their whole cost, not only the kept prefixes). Under N
-    processes each samples 1/N of the rollouts; all get the same pool."""
-    rng = random.Random(derive_seed(seed, "prefixes", round_n))
+def sample_prefixes(engine: RolloutEngine, problems, cfg, seed: int, round_n: int, n: int, meta_prover,
+                    prover=None, probe_share: float = 1.0, chunk: int = 0) -> tuple[list[Prefix], dict]:
+    """``n`` prefixes from rollouts of the engine's current policy (the round's start), J at
+    each read by ``prover`` (on ``probe_share`` of them: the arms that do not read J(mu | c) only
+    log it), and their cost: the tokens those rollouts generated (their whole cost, not only the
+    kept prefixes) and the probes'. Under N processes each samples 1/N of the rollouts; all get
+    the same pool. ``chunk`` > 0 draws another pool (fresh prompts for extra updates)."""
+    part = (round_n,) + ((chunk,) if chunk else ())  # chunk 0: the round's own pool
+    rng = random.Random(derive_seed(seed, "prefixes", *part))
     drawn = [rng.choice(problems) for _ in range(n)]
     # each process samples and probes its shard; every process then cuts the whole pool
     starts = [Start(p, i) for i, p in enumerate(drawn)]
-    rolls, curves, _ = sample_shard(engine, starts, cfg.train_budget, derive_seed(seed, "prefix-rollouts", round_n),
-                                    derive_seed(seed, "prefix-j", round_n), meta_prover, cfg.batch_size,
-                                    desc="prefix rollouts")
+    rolls, curves, _ = sample_shard(engine, starts, cfg.train_budget, derive_seed(seed, "prefix-rollouts", *part),
+                                    derive_seed(seed, "prefix-j", *part), meta_prover, cfg.batch_size,
+                                    desc="prefix rollouts", prover=prover, probe_share=probe_share)
     rolls, curves = gather(rolls), gather(curves)
     pool = []
     for i, (r, curve) in enumerate(zip(rolls, curves)):
         k = rng.choice(prefix_cuts(engine, r, curve, cfg))
         start = engine.prefix_of(r, r.start_len + curve.cut_offsets[k], sample=i)
         pool.append(Prefix(start, curve.j[k], curve.tokens[k], k))
-    return pool, sum(r.budget_tokens + len(r.answer_ids) for r in rolls)
+    return pool, {"generated": sum(r.budget_tokens + len(r.answer_ids) for r in rolls),
+                  "teacher_forced": sum(c.probe_tokens for c in curves)}
 
 
 def prefix_record(p: Prefix) -> dict:
     return {"problem_id": p.start.problem.id, "token_ids": list(p.start.token_ids),
-            "roles": [x.value for x in p.start.roles], "j": p.j, "gen_tokens": p.gen_tokens, "episodes": p.episodes}
+            "roles": [x.value for x in p.start.roles], "j": None if math.isnan(p.j) else p.j, "gen_tokens": p.gen_tokens, "episodes": p.episodes}
 
 
 def prefix_from_record(engine: RolloutEngine, rec: dict, problems: dict, i: int) -> Prefix:
     roles = [Role(x) for x in rec["roles"]]
     probe = Rollout(problems[rec["problem_id"]], i, list(rec["token_ids"]), roles, None)
-    return Prefix(engine.prefix_of(probe, len(roles), sample=i), rec["j"], rec["gen_tokens"], rec["episodes"])
+    return Prefix(engine.prefix_of(probe, len(roles), sample=i), math.nan if rec["j"] is None else rec["j"], rec["gen_tokens"], rec["episodes"])
 
 
 def continuation_starts(prefixes: list[Prefix], answer_now: bool, cfg) -> list[Start]:

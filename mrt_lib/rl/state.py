@@ -26,7 +26,7 @@ class RoundState:
 
     step: int
     pool: list[Prefix]
-    prefix_cost: int
+    prefix_cost: dict  # the pool's tokens: generated, teacher_forced (its probes)
     history: list[dict]
     records: list[dict]
     validations: list[dict]

@@ -65,3 +65,39 @@ def test_exact_and_sampled_estimators_agree_within_sampling_error():
     sampled = j_sampled(grades)[0]
     assert exact == pytest.approx(0.3)
     assert abs(sampled - exact) < 4 * math.sqrt(exact * (1 - exact) / k)
+
+
+# variance control (z = 2 keeps the hand arithmetic short)
+
+def test_agresti_coull_standard_error_by_hand():
+    from mrt_core.meta_prover import j_standard_error
+    # s=0, k=4: p~ = (0 + 2) / (4 + 4) = 0.25, se = sqrt(0.25 * 0.75 / 8); all right gives the same
+    # s=8, k=16: p~ = 10 / 20 = 0.5, se = sqrt(0.25 / 20)
+    se = j_standard_error(np.array([0, 4, 8]), np.array([4, 4, 16]), z=2.0)
+    assert se == pytest.approx([np.sqrt(0.0234375), np.sqrt(0.0234375), np.sqrt(0.0125)])
+    with pytest.raises(ValueError, match="successes"):
+        j_standard_error(np.array([5]), np.array([4]))
+
+
+def test_adaptive_k_samples_until_narrow_or_k_max():
+    from mrt_core.meta_prover import needs_more_samples
+    # half-widths z*se: 0.306 (0 of 4), 0.224 (8 of 16); target 0.25
+    assert needs_more_samples(np.array([0, 8]), np.array([4, 16]), 0.25, k_max=32, z=2.0).tolist() == [True, False]
+    assert needs_more_samples(np.array([0]), np.array([4]), 0.25, k_max=4, z=2.0).tolist() == [False]
+
+
+def test_progress_error_adds_the_ends_in_quadrature():
+    from mrt_core.meta_prover import progress_standard_error
+    assert progress_standard_error(np.array([0.3, 0.4, 0.0])) == pytest.approx([0.5, 0.4])
+
+
+def test_shrinkage_rules_by_hand():
+    from mrt_core.meta_prover import shrink_progress
+    prog, se = np.array([0.5, 0.1, -0.6, 0.3]), np.array([0.25, 0.1, 0.25, 0.0])
+    assert shrink_progress(prog, se, "none", z=2.0).tolist() == prog.tolist()
+    # interval: |0.5| is not beyond 2*0.25, |0.1| not beyond 0.2, |-0.6| is; se = 0 is exact
+    assert shrink_progress(prog, se, "interval", z=2.0).tolist() == [0.0, 0.0, -0.6, 0.3]
+    # snr 2 -> 4/5; snr 1 -> 1/2; snr 2.4 -> 5.76/6.76; exact unchanged
+    assert shrink_progress(prog, se, "snr", z=2.0) == pytest.approx([0.4, 0.05, -0.6 * 5.76 / 6.76, 0.3])
+    with pytest.raises(ValueError, match="shrink"):
+        shrink_progress(prog, se, "half")

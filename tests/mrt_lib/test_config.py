@@ -206,3 +206,17 @@ def test_resources_never_change_the_retraining_params_hash():
 
     assert params_hash({"rl": {"lr": 1}, "resources": {"default": {"gpus": 1}}}) == params_hash({"rl": {"lr": 1}})
     assert params_hash({"rl": {"lr": 1}}) != params_hash({"rl": {"lr": 2}})
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"policy": "teacher"}, "meta_prover.policy must be one of round_start, live, base, folder"),
+    ({"folder": "../elsewhere/model"}, "inside the workspace"),
+    ({"folder": "/abs/model"}, "inside the workspace"),
+    ({"samples": 8, "max_samples": 4}, "max_samples=4 must be at least samples=8"),
+    ({"shrink": "half"}, "shrink"),
+])
+def test_bad_meta_prover_settings_are_refused(raw, message):
+    from mrt_lib.config.sections import MetaProverConfig
+
+    with pytest.raises(ValueError, match=message):
+        MetaProverConfig(**raw)

@@ -1,7 +1,9 @@
 """rl_round on the smoke models: outputs, arms on identical rollouts, resume after a kill."""
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -34,10 +36,20 @@ def test_round_outputs_and_the_policy_moves(trained_smoke):
     assert [v["step"] for v in metrics["validations"]] == [2, 3]
     assert s["best_val_accuracy"] == max(v["val_accuracy"] for v in metrics["validations"])
     assert (out / "best").exists() == (s["best_step"] != s["steps"])
-    # the dense arm pays for probes at every episode end; GRPO pays none
-    grpo = json.loads((paths.rl_round("grpo", 0, 1) / "metrics.json").read_text())["summary"]
-    assert s["probe_tokens"] > 0 and grpo["probe_tokens"] == 0
-    assert s["total_tokens"] == s["prefix_generated_tokens"] + s["generated_tokens"] + s["probe_tokens"]
+    # the dense arm probes every episode end; GRPO only rl.log_probe_share of its rollouts (for its logs)
+    grpo_metrics = json.loads((paths.rl_round("grpo", 0, 1) / "metrics.json").read_text())
+    grpo = grpo_metrics["summary"]
+    assert s["probe_tokens"] > grpo["probe_tokens"] > 0
+    grpo_j = [json.loads(x)["episode_j"] for x in (paths.rl_round("grpo", 0, 1) / "rollouts.jsonl").read_text()
+              .splitlines()]
+    assert sum(j[0] is not None for j in grpo_j) == len(grpo_j) * params.rl.log_probe_share
+    # the ledger: every token of every pass, and FLOPs = 2 N (generated + teacher-forced + 3 trained)
+    for arm in (s, grpo):
+        generated = arm["prefix_generated_tokens"] + arm["generated_tokens"]
+        forced = arm["probe_tokens"] + arm["update_forward_tokens"]
+        assert arm["total_tokens"] == generated + forced + arm["trained_tokens"]
+        assert arm["flops"] == 2 * arm["n_params"] * (generated + forced + 3 * arm["trained_tokens"])
+        assert arm["update_forward_tokens"] == 2 * arm["trained_tokens"] // params.rl.ppo_epochs  # old + reference
     start, end = weights(paths.warmstart_model), weights(out / "model")
     assert any(not torch.equal(start[k], end[k]) for k in start)
     records = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
@@ -135,10 +147,10 @@ def test_a_crafted_pickle_in_the_resume_state_is_refused_not_run(trained_smoke, 
 
 
 def test_a_vllm_engine_gets_the_new_weights_after_every_update(trained_smoke, tmp_path, monkeypatch):
-    import tasks.rl_round as stage
+    import mrt_lib.rl.models as models
 
     _, paths, _ = trained_smoke
-    monkeypatch.setattr(stage, "make_backend", FakeVllm)
+    monkeypatch.setattr(models, "make_backend", FakeVllm)
     FakeVllm.made.clear()
     params = params_for(["grpo"], **{"rl.backend": "vllm"})
     mine = copy_outputs(paths, tmp_path, "dataset", "base_model", "warmstart_model")
@@ -169,3 +181,64 @@ def test_a_step_that_cannot_be_split_evenly_over_the_processes_exits_2_before_la
         main(["--params", "params.yaml", "--arm", "grpo", "--seed", "0", "--round", "1"])
     assert exc.value.code == 2
     assert "rl_round: 3 items cannot be split evenly over 2 processes" in capsys.readouterr().err
+
+
+def _grpo_j(params, paths, root, steps, **prover):
+    """Episode J by step of a grpo round (its updates never read J, so every prover choice sees
+    the same rollouts) with every rollout probed and the prover ``prover`` (meta_prover.*)."""
+    over = {"rl.steps_per_round": steps, "rl.log_probe_share": 1.0, "rl.save_every": 5,
+            **{f"meta_prover.{k}": v for k, v in prover.items()}}
+    mine = copy_outputs(paths, root, "dataset", "base_model", "warmstart_model")
+    if "folder" in prover:
+        shutil.copytree(paths.root / prover.pop("source"), mine.root / prover["folder"])
+    params = params_for(["grpo"], **{k: v for k, v in over.items() if k != "meta_prover.source"})
+    run_rl_start(params.rl.start, mine, "grpo", 0)
+    run_rl_round(params, mine, "grpo", 0, 1)
+    recs = [json.loads(x) for x in (mine.rl_round("grpo", 0, 1) / "rollouts.jsonl").read_text().splitlines()]
+    return {s: [r["episode_j"] for r in recs if r["step"] == s] for s in range(1, steps + 1)}, mine
+
+
+def test_each_prover_choice_reads_j_from_the_model_it_names(trained_smoke, tmp_path):
+    _, paths, _ = trained_smoke
+    live, _ = _grpo_j(None, paths, tmp_path / "live", 2, policy="live")
+    start, _ = _grpo_j(None, paths, tmp_path / "start", 2, policy="round_start")
+    _, one = _grpo_j(None, paths, tmp_path / "one", 1, policy="live")  # its model: the policy after step 1
+    after_one = _grpo_j(None, one, tmp_path / "after", 2, policy="folder", folder="provers/after_one",
+                        source="rl/grpo/s0/r1/model")[0]
+    frozen = _grpo_j(None, paths, tmp_path / "frozen", 2, policy="folder", folder="provers/start",
+                     source="models/warmstart")[0]
+    # same weights agree to float rounding (a frozen copy and the training model take other kernels);
+    # an update moves J by far more
+    def same(a, b):
+        a, b = (np.concatenate([np.array(x, dtype=float) for x in y]) for y in (a, b))
+        return np.allclose(a, b, rtol=0, atol=1e-6), float(np.abs(a - b).max())
+
+    # step 1: live and round_start are the same weights; step 2: live has taken an update
+    assert same(live[1], start[1])[0] and same(live[2], start[2])[1] > 1e-4
+    # live at step 2 is the policy after step 1, read as a named folder; round_start is the start, frozen
+    assert same(after_one[2], live[2])[0] and same(after_one[1], live[1])[1] > 1e-4
+    assert same(frozen[1], start[1])[0] and same(frozen[2], start[2])[0]
+
+
+def test_base_prover_and_a_prover_with_another_tokenizer(trained_smoke, tmp_path):
+    from transformers import AutoTokenizer
+
+    from mrt_lib.rl.models import ProverError
+
+    _, paths, _ = trained_smoke
+    base = _grpo_j(None, paths, tmp_path / "base", 1, policy="base")[0]
+    named = _grpo_j(None, paths, tmp_path / "named", 1, policy="folder", folder="provers/base",
+                    source="models/base")[0]
+    assert base == named  # base is models/base
+    mine = copy_outputs(paths, tmp_path / "other", "dataset", "base_model", "warmstart_model")
+    shutil.copytree(mine.base_model, mine.root / "provers" / "other")
+    tok = AutoTokenizer.from_pretrained(mine.root / "provers" / "other")
+    tok.add_tokens(["@@"])
+    tok.save_pretrained(mine.root / "provers" / "other")
+    run_rl_start("warmstart", mine, "grpo", 0)
+    other = params_for(["grpo"], **{"meta_prover.policy": "folder", "meta_prover.folder": "provers/other"})
+    with pytest.raises(ProverError, match="tokenizer differs"):
+        run_rl_round(other, mine, "grpo", 0, 1)
+    nothing = params_for(["grpo"], **{"meta_prover.policy": "folder", "meta_prover.folder": "nothing/here"})
+    with pytest.raises(ProverError, match="holds no model"):
+        run_rl_round(nothing, mine, "grpo", 0, 1)
