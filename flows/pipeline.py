@@ -55,7 +55,7 @@ def stage_order(name: str) -> tuple:
     """Sort key of a DVC stage name: its group in ``STAGES``, then (for the matrix stages
     ``rl_start@<arm>-<seed>`` and ``rl_round@<arm>-<seed>-round<i>``) the round, then the name."""
     group, _, item = name.partition("@")
-    round_index = int(item.rsplit("round", 1)[1]) if group == "rl_round" else -1
+    round_index = int(item.rsplit("round", 1)[1]) if group in ("rl_round", "rl_matched") else -1
     return STAGES.index(group), round_index, name
 
 

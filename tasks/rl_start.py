@@ -5,6 +5,7 @@ so round 1 has a predecessor like every later round (DVC cannot compute "the rou
 matrix stage) and re-runs when the start model changes.
 
     python -m tasks.rl_start --arm grpo --seed 0     # what dvc.yaml runs
+    python -m tasks.rl_start --arm grpo --seed 0 --matched   # rl/grpo_<rl.match_compute>/s0/r0
 """
 
 from __future__ import annotations
@@ -30,15 +31,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--arm", required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--matched", action="store_true", help="the start of the arm's compute-matched run")
     args = parser.parse_args(argv)
     params = load_params_or_exit(args.params)
     entry_environment()
-    if args.arm not in params.rl.arms or args.seed not in params.rl.seeds:  # both form the output's path
-        print(f"rl_start: arm {args.arm!r} seed {args.seed} is not in rl.arms {params.rl.arms} / rl.seeds "
+    arms, listed = (params.rl.matched_arms, "rl.matched_arms") if args.matched else (params.rl.arms, "rl.arms")
+    if args.arm not in arms or args.seed not in params.rl.seeds:  # both form the output's path
+        print(f"rl_start: arm {args.arm!r} seed {args.seed} is not in {listed} {arms} / rl.seeds "
               f"{params.rl.seeds}", file=sys.stderr)
         raise SystemExit(2)
+    name = params.rl.matched_name(args.arm) if args.matched else args.arm
     try:
-        print(f"rl_start: {run_rl_start(params.rl.start, Paths(), args.arm, args.seed)}")
+        print(f"rl_start: {run_rl_start(params.rl.start, Paths(), name, args.seed)}")
     except FileNotFoundError as exc:
         print(f"rl_start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -50,11 +50,12 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _models_exist(self) -> "Params":
-        known = {"base", "warmstart", *self.rl.arms}
+        known = {"base", "warmstart", *self.rl.arms, *self.rl.matched_names}
         unknown = [m for m in self.evaluate.models if m not in known]
         if unknown:
             raise ValueError(f"evaluate.models {unknown} are not produced by this pipeline: use base, warmstart or "
-                             f"an arm of rl.arms ({', '.join(self.rl.arms)})")
+                             f"an arm of rl.arms ({', '.join(self.rl.arms)}) or a matched run "
+                             f"({', '.join(self.rl.matched_names) or 'none'})")
         return self
 
     @model_validator(mode="after")

@@ -68,6 +68,12 @@ class RlConfig(Section):
     zero_threshold: float = Field(1e-3, ge=0, description="progress at or below this is zero (exact J)")
     length_penalty: float = Field(0.1, ge=0, description="length_penalty: lambda, the reward a trace that "
                                   "spends the whole training budget gives up")
+    match_compute: Literal["structure", "tokens", "flops"] = Field(
+        "structure", description="structure: every arm the same prefixes, groups and updates | tokens | flops: "
+        "besides, each of rl.matched_arms runs again as <arm>_<unit>, updating on fresh prompts until its "
+        "compute (mrt_core.compute) reaches rl.match_target's, round by round")
+    matched_arms: list[str] = Field([], description="the baselines that get a compute-matched run (rl_matched stages)")
+    match_target: str = Field("mrt_dense", description="the arm whose compute the matched runs reach")
     overrides: dict[str, dict[str, float]] = Field(
         {}, description=f"per-arm settings (the result of tuning each arm): any of {', '.join(sorted(TUNABLE))}")
 
@@ -93,6 +99,29 @@ class RlConfig(Section):
                                      + e['msg'].removeprefix('Value error, ') for e in exc.errors())
                 raise ValueError(f"rl.overrides.{arm}: {problems}") from None
         return self
+
+    @model_validator(mode="after")
+    def _matching(self) -> "RlConfig":
+        if not self.matched_arms:
+            return self
+        if self.match_compute == "structure":
+            raise ValueError(f"rl.matched_arms {self.matched_arms} need rl.match_compute: tokens or flops "
+                             "(at matched structure an arm is its own run)")
+        if self.match_target not in self.arms:
+            raise ValueError(f"rl.match_target {self.match_target!r} must be one of rl.arms ({', '.join(self.arms)})")
+        bad = [a for a in self.matched_arms if a not in self.arms or a == self.match_target]
+        if bad or len(set(self.matched_arms)) != len(self.matched_arms):
+            raise ValueError(f"rl.matched_arms {self.matched_arms}: each must be one of rl.arms, once, and not the "
+                             f"target {self.match_target!r}")
+        return self
+
+    def matched_name(self, arm: str) -> str:
+        """The output name of ``arm``'s compute-matched run: ``rl/<arm>_<unit>/...``."""
+        return f"{arm}_{self.match_compute}"
+
+    @property
+    def matched_names(self) -> list[str]:
+        return [self.matched_name(a) for a in self.matched_arms]
 
     def for_arm(self, arm: str) -> "RlConfig":
         """The settings ``arm`` trains with: these, with its ``overrides`` applied (validated)."""

@@ -196,7 +196,9 @@ class RetrainConfig(Section):
 CPU_QUANTITY = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)m?$"
 MEMORY_QUANTITY = r"^[0-9]+(\.[0-9]+)?([KMGTPE]i|[kMGTPE])?$"
 STAGE_NAMES = ("build_dataset", "train_base", "synthesize_backtracks", "sft_warmstart", "build_star_data", "rl_start",
-               "rl_round", "evaluate", "report")  # dvc.yaml's stages, in pipeline order (matrix stages by group)
+               "rl_round", "rl_start_matched", "rl_matched", "evaluate", "report")  # dvc.yaml's stages, in pipeline
+# order (matrix stages by group); a compute-matched run's stages are jobs of the same kind as the arm's own
+SAME_JOB = {"rl_start_matched": "rl_start", "rl_matched": "rl_round"}
 
 
 class StageResources(Section):
@@ -229,8 +231,10 @@ class ResourcesConfig(Section):
         return v
 
     def for_stage(self, stage: str) -> StageResources:
-        """``rl_round@mrt_dense-0-round1`` -> the ``rl_round`` entry, else ``default``."""
-        return self.stages.get(stage.partition("@")[0], self.default)
+        """``rl_round@mrt_dense-0-round1`` -> the ``rl_round`` entry, else ``default`` (``rl_matched``
+        takes ``rl_round``'s entry unless it has its own)."""
+        group = stage.partition("@")[0]
+        return self.stages.get(group, self.stages.get(SAME_JOB.get(group, group), self.default))
 
 
 PROVER_POLICIES = ("round_start", "live", "base", "folder")

@@ -90,6 +90,24 @@ def rollout_record(r: Rollout, c: EpisodeCurve, engine: RolloutEngine, step: int
     }
 
 
+def round_compute(run) -> dict:
+    """The round's tokens so far by where they went: its prefix pool(s), its steps' rollouts, the
+    probes (the pool's and the steps'), and the updates."""
+    total = lambda key: sum(row[key] for row in run.history)  # noqa: E731
+    return {
+        "prefix_generated_tokens": run.prefix_cost["generated"], "generated_tokens": total("generated_tokens"),
+        "probe_tokens": run.prefix_cost["teacher_forced"] + total("probe_tokens"),
+        "trained_tokens": total("trained_tokens"), "update_forward_tokens": total("update_forward_tokens"),
+    }
+
+
+def round_ledger(run) -> Ledger:
+    """``round_compute`` by kind of pass (``mrt_core.compute.Ledger``)."""
+    c = round_compute(run)
+    return Ledger(generated=c["prefix_generated_tokens"] + c["generated_tokens"],
+                  teacher_forced=c["probe_tokens"] + c["update_forward_tokens"], trained=c["trained_tokens"])
+
+
 def round_summary(arm, seed: int, round_n: int, cfg, run, n_params: int) -> dict:
     """The round's metrics: training means, validation of the last policy (and which snapshot
     validated best), and its compute ledger (``mrt_core.compute``: every token the prefix
@@ -97,15 +115,7 @@ def round_summary(arm, seed: int, round_n: int, cfg, run, n_params: int) -> dict
     for; validation is not counted: it is the same for every arm)."""
     h, val = run.history, run.validations[-1]
     best = max(run.validations, key=lambda v: (v["val_accuracy"], -v["step"]))
-    total = lambda key: sum(row[key] for row in h)  # noqa: E731
-    compute = {
-        "prefix_generated_tokens": run.prefix_cost["generated"], "generated_tokens": total("generated_tokens"),
-        "probe_tokens": run.prefix_cost["teacher_forced"] + total("probe_tokens"),
-        "trained_tokens": total("trained_tokens"), "update_forward_tokens": total("update_forward_tokens"),
-    }
-    ledger = Ledger(generated=compute["prefix_generated_tokens"] + compute["generated_tokens"],
-                    teacher_forced=compute["probe_tokens"] + compute["update_forward_tokens"],
-                    trained=compute["trained_tokens"])
+    compute, ledger = round_compute(run), round_ledger(run)
     mean = lambda key: float(np.nanmean([row[key] for row in h]))  # noqa: E731
     return {
         "arm": arm.name, "seed": seed, "round": round_n, "steps": len(h),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mrt_core.compute import Ledger
+from mrt_lib.common import model_hash, read_json
 from mrt_lib.generation import make_backend
 from mrt_lib.generation.hf import HFBackend
 from mrt_lib.modeling import load_policy
@@ -47,15 +49,47 @@ def prover_path(meta_prover, paths, start: Path) -> Path | None:
 
 def prover_engine(meta_prover, paths, start: Path, engine, make_engine, tokenizer, device):
     """The engine that reads J: ``engine`` itself for ``live``, else one over a frozen model on
-    ``device`` (``make_engine(backend)`` builds it with the round's environment)."""
+    ``device`` (``make_engine(backend)`` builds it with the round's environment); and what
+    identifies it (``live``, or the hash of the frozen model's weights)."""
     folder = prover_path(meta_prover, paths, start)
     if folder is None:
-        return engine
+        return engine, "live"
+    what = f"meta_prover.policy={meta_prover.policy}"
+    return frozen_engine(folder, make_engine, tokenizer, device, what), model_hash(folder)
+
+
+def frozen_engine(folder: Path, make_engine, tokenizer, device, what: str = "the frozen model"):
+    """An engine over the model in ``folder``, never trained, which must share ``tokenizer``."""
     model, tok = load_policy(folder)
     if tok.get_vocab() != tokenizer.get_vocab():
-        raise ProverError(f"meta_prover.policy={meta_prover.policy}: {folder}'s tokenizer differs from the policy's "
-                          "(the prover reads the rollouts' token ids); use a checkpoint of the same lineage, "
-                          "e.g. the round's start or an earlier round's model")
+        raise ProverError(f"{what}: {folder}'s tokenizer differs from the policy's (the prover reads the "
+                          "rollouts' token ids); use a checkpoint of the same lineage, e.g. the round's start "
+                          "or an earlier round's model")
     for p in model.parameters():
         p.requires_grad_(False)
     return make_engine(HFBackend(model.to(device), tok))
+
+
+def round_model(paths, arm: str, seed: int, n: int) -> Path:
+    """The policy a round ``n + 1`` starts from: round ``n``'s model, or ``rl.start`` for n = 0
+    (``rl/<arm>/s<seed>/r0/start.json``, written by the ``rl_start`` stage, names it)."""
+    folder = paths.rl_round(arm, seed, n)
+    if n == 0:
+        pointer = read_json(folder / "start.json")
+        return paths.model(pointer["model"])
+    if not (folder / "model" / "config.json").exists():
+        raise FileNotFoundError(f"{folder}/model is missing: run round {n} of {arm} (seed {seed}) first (dvc repro)")
+    return folder / "model"
+
+
+def match_target(paths, cfg, seed: int, round_n: int) -> dict:
+    """What a compute-matched round must reach: round ``round_n`` of ``rl.match_target`` (same
+    seed), its ledger from its metrics."""
+    metrics = paths.rl_round(cfg.match_target, seed, round_n) / "metrics.json"
+    if not metrics.exists():
+        raise FileNotFoundError(f"{metrics} is missing: run round {round_n} of {cfg.match_target} (seed {seed}) "
+                                "first (dvc repro); its compute is the matched run's target")
+    s = read_json(metrics)["summary"]
+    ledger = Ledger(s["prefix_generated_tokens"] + s["generated_tokens"],
+                    s["probe_tokens"] + s["update_forward_tokens"], s["trained_tokens"])
+    return {"unit": cfg.match_compute, "arm": cfg.match_target, "ledger": ledger}

@@ -70,14 +70,16 @@ def sample_prefixes(engine: RolloutEngine, problems, cfg, seed: int, round_n: in
 
 
 def prefix_record(p: Prefix) -> dict:
+    j = None if math.isnan(p.j) else p.j  # not read (rl.log_probe_share): null, as JSON has no NaN
     return {"problem_id": p.start.problem.id, "token_ids": list(p.start.token_ids),
-            "roles": [x.value for x in p.start.roles], "j": None if math.isnan(p.j) else p.j, "gen_tokens": p.gen_tokens, "episodes": p.episodes}
+            "roles": [x.value for x in p.start.roles], "j": j, "gen_tokens": p.gen_tokens, "episodes": p.episodes}
 
 
 def prefix_from_record(engine: RolloutEngine, rec: dict, problems: dict, i: int) -> Prefix:
     roles = [Role(x) for x in rec["roles"]]
     probe = Rollout(problems[rec["problem_id"]], i, list(rec["token_ids"]), roles, None)
-    return Prefix(engine.prefix_of(probe, len(roles), sample=i), math.nan if rec["j"] is None else rec["j"], rec["gen_tokens"], rec["episodes"])
+    j = math.nan if rec["j"] is None else rec["j"]
+    return Prefix(engine.prefix_of(probe, len(roles), sample=i), j, rec["gen_tokens"], rec["episodes"])
 
 
 def continuation_starts(prefixes: list[Prefix], answer_now: bool, cfg) -> list[Start]:

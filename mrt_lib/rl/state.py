@@ -118,3 +118,17 @@ def write_model(model, weights: dict, tok, folder: Path) -> None:
     """A Hugging Face model folder (safetensors) from ``weights``, the full state dict."""
     model.save_pretrained(folder, state_dict=weights, safe_serialization=True)
     tok.save_pretrained(folder)
+
+
+def log_round(mlflow, out: Path, summary: dict, round_n: int, sample_rows: int) -> None:
+    """The round's summary metrics, its metrics.json and a table of its last ``sample_rows``
+    rollouts, to the stage's MLflow run."""
+    mlflow.log_metrics({f"round.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))},
+                       step=round_n)
+    mlflow.log_artifact(str(out / "metrics.json"))
+    sample = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    sample = sample[-sample_rows:] if sample_rows else []
+    if sample:
+        keys = ("problem_id", "step", "prefix_text", "text", "roles", "reward", "episode_j")
+        mlflow.log_table({k: [row[k] for row in sample] for k in keys}, artifact_file=f"rollouts_r{round_n}.json")
+

@@ -242,3 +242,46 @@ def test_base_prover_and_a_prover_with_another_tokenizer(trained_smoke, tmp_path
     nothing = params_for(["grpo"], **{"meta_prover.policy": "folder", "meta_prover.folder": "nothing/here"})
     with pytest.raises(ProverError, match="holds no model"):
         run_rl_round(nothing, mine, "grpo", 0, 1)
+
+
+@pytest.mark.parametrize("unit", ["tokens", "flops"])
+def test_a_matched_run_updates_on_fresh_prompts_until_it_reaches_the_targets_compute(trained_smoke, tmp_path, unit):
+    from mrt_core.compute import Ledger
+
+    params0, paths, _ = trained_smoke
+    params = params_for(["grpo", "mrt_dense"], **{"rl.match_compute": unit, "rl.matched_arms": ["grpo"]})
+    mine = copy_outputs(paths, tmp_path, "dataset", "base_model", "warmstart_model")
+    shutil.copytree(paths.rl_round("mrt_dense", 0, 1), mine.rl_round("mrt_dense", 0, 1))
+    run_rl_start(params.rl.start, mine, "grpo_" + unit, 0)
+    s = run_rl_round(params, mine, "grpo", 0, 1, matched=True)
+    out = mine.rl_round("grpo_" + unit, 0, 1)
+    metrics = json.loads((out / "metrics.json").read_text())
+    dense = json.loads((mine.rl_round("mrt_dense", 0, 1) / "metrics.json").read_text())["summary"]
+    target = dense["total_tokens"] if unit == "tokens" else dense["flops"]
+    assert s["match_target"] == target and s["matched_to"] == "mrt_dense" and s["steps"] > params.rl.steps_per_round
+    spent = s["total_tokens"] if unit == "tokens" else s["flops"]
+    assert s["match_ratio"] == spent / target >= 1.0
+    # it stopped at the first step that reached the target: without its last step it was short
+    last = metrics["steps"][-1]
+    step = Ledger(last["generated_tokens"], last["probe_tokens"] + last["update_forward_tokens"],
+                  last["trained_tokens"])
+    assert spent - step.amount(unit, s["n_params"]) < target
+    # its own steps are the plain arm's (same pool, same seeds); the extra ones start from fresh prefixes
+    recs = [json.loads(x) for x in (out / "rollouts.jsonl").read_text().splitlines()]
+    plain = [json.loads(x) for x in (paths.rl_round("grpo", 0, 1) / "rollouts.jsonl").read_text().splitlines()]
+    own = params.rl.steps_per_round
+    assert [r["text"] for r in recs if r["step"] <= own] == [r["text"] for r in plain]
+    fresh = {r["prefix_text"] for r in recs if r["step"] > own}
+    assert fresh and fresh != {r["prefix_text"] for r in recs if r["step"] <= own}
+    assert metrics["validations"][-1]["step"] == s["steps"]  # validated at its own end
+
+
+def test_a_matched_run_needs_its_target_and_a_unit():
+    from mrt_lib.config import RlConfig
+
+    with pytest.raises(ValueError, match="need rl.match_compute: tokens or flops"):
+        RlConfig(matched_arms=["grpo"])
+    with pytest.raises(ValueError, match="must be one of rl.arms"):
+        RlConfig(arms=["grpo"], matched_arms=["grpo"], match_compute="flops")
+    with pytest.raises(ValueError, match="not the target"):
+        RlConfig(arms=["grpo", "mrt_dense"], matched_arms=["mrt_dense"], match_compute="flops")
