@@ -26,6 +26,7 @@ from mrt_lib.common import Paths, derive_seed, entry_environment, exit_on, read_
 from mrt_lib.config import Params, StageConfig, for_stage, stage_params
 from mrt_lib.data import load_problems
 from mrt_lib.envs import GradingMeter, backend_for, environment, family
+from mrt_lib.evaluation.comparison import COMPUTE_KEYS
 from mrt_lib.evaluation.metrics import curve_rows, efficiency_rows, pass_maj_rows
 from mrt_lib.evaluation.outputs import write_outputs
 from mrt_lib.evaluation.rows import (
@@ -171,11 +172,11 @@ def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None =
 
 def rl_compute(params: StageConfig, paths: Paths) -> dict:
     """What each evaluated arm's training cost, per seed (summed over its rounds), from the
-    rounds' metrics: RL rollouts, policy updates, generated tokens (prefix rollouts and
-    continuations) and the probe tokens the arm's own advantages needed."""
-    keys = ("rollouts", "steps", "prefix_generated_tokens", "generated_tokens", "probe_tokens", "total_tokens")
+    rounds' ledgers (``COMPUTE_KEYS``: rollouts, updates, and every token each kind of pass
+    touched, whatever for; METHOD.md (21)); compute-matched runs too."""
+    keys = COMPUTE_KEYS
     out = {}
-    for arm in (m for m in params.evaluate.models if m in params.rl.arms):
+    for arm in (m for m in params.evaluate.models if m in params.rl.arms + params.rl.matched_names):
         per_seed = []
         for seed in params.rl.seeds:
             rounds = [read_json(paths.rl_round(arm, seed, r.n) / "metrics.json")["summary"] for r in params.rl.rounds]

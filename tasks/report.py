@@ -29,7 +29,7 @@ def run_report(params: Params, paths: Paths) -> dict[str, bytes]:
     models = params.evaluate.models
     figs = figures(metrics, details, budgets, models)
     table = headline_rows(metrics, budgets, models)
-    arms = [m for m in models if m in params.rl.arms]
+    arms = [m for m in models if m in params.rl.arms + params.rl.matched_names]  # matched runs too
     comparison = comparison_markdown(metrics, details, budgets, arms, params.rl.train_budget,
                                      params.evaluate.efficiency_levels, start=params.rl.start)
     with atomic_path(paths.reports) as tmp:

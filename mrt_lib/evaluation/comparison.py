@@ -13,6 +13,18 @@ import numpy as np
 from mrt_core.metrics import gain_ratio, seed_interval, tokens_to_reach
 
 BASELINE = "grpo"
+# what a round's metrics say it cost (mrt_lib.rl.batch.round_summary; METHOD.md (21))
+COMPUTE_KEYS = ("rollouts", "steps", "prefix_generated_tokens", "generated_tokens", "probe_tokens", "trained_tokens",
+                "update_forward_tokens", "total_tokens", "flops")
+
+
+def baselines(arms: list[str]) -> list[str]:
+    """GRPO at matched structure (``grpo``) and at matched compute (``grpo_tokens``, ``grpo_flops``)."""
+    return [a for a in arms if a == BASELINE or a in (f"{BASELINE}_tokens", f"{BASELINE}_flops")]
+
+
+def _matching(baseline: str) -> str:
+    return "matched structure" if baseline == BASELINE else f"matched compute ({baseline.rsplit('_', 1)[1]})"
 
 
 def _fmt(mean: float, lo: float | None = None, hi: float | None = None) -> str:
@@ -60,37 +72,41 @@ def comparison_markdown(metrics: dict, details: dict, budgets: list[int], arms: 
         return "\n".join(lines + ["", efficiency_table(metrics, budgets, arms, levels), "",
                                    compute_table(details, arms)]) + "\n"
     g = {arm: gains(metrics, arm, start, budgets) for arm in arms}
-    lines += ["", f"### Gain over the {start} model (and MRT's gain / GRPO's gain)", "", head]
+    lines += ["", f"### Gain over the {start} model", "", head]
     for arm in arms:
         lines.append(f"| {arm} | " + " | ".join(_fmt(*g[arm][b]) for b in budgets) + " |")
-    if BASELINE in arms:
-        for arm in (a for a in arms if a != BASELINE):
+    for base in baselines(arms):  # one table per way of matching GRPO to the other arms
+        lines += ["", f"### Gain / GRPO's gain, {_matching(base)}: each arm against {base}", "", head]
+        for arm in (a for a in arms if a not in baselines(arms)):
             cells = []
             for b in budgets:
-                ratio = gain_ratio(g[arm][b][0], g[BASELINE][b][0])
+                ratio = gain_ratio(g[arm][b][0], g[base][b][0])
                 cells.append(f"{ratio:.2f}x" if ratio is not None else "n/a (GRPO gain <= 0)")
-            lines.append(f"| {arm} / {BASELINE} | " + " | ".join(cells) + " |")
+            lines.append(f"| {arm} / {base} | " + " | ".join(cells) + " |")
     lines += ["", "### Normalised regret (oracle comparator)", "", head]
     for m in [start, *arms]:
         lines.append(f"| {m} | " + " | ".join(_cell(metrics[m][f"B{b}"], "regret") for b in budgets) + " |")
-    lines += ["", efficiency_table(metrics, budgets, arms, levels), "", compute_table(details, arms)]
+    for base in baselines(arms) or [BASELINE]:
+        lines += ["", efficiency_table(metrics, budgets, arms, levels, base)]
+    lines += ["", compute_table(details, arms)]
     return "\n".join(lines) + "\n"
 
 
-def efficiency_table(metrics: dict, budgets: list[int], arms: list[str], levels: list[float]) -> str:
+def efficiency_table(metrics: dict, budgets: list[int], arms: list[str], levels: list[float],
+                     baseline: str = BASELINE) -> str:
     """Tokens each arm needs to reach each accuracy level on its mean curve (METHOD.md (17)),
-    and GRPO's tokens divided by the arm's; a level never reached is said so."""
-    rows = ["### Token efficiency (tokens to reach an accuracy level)", "",
-            "| model | " + " | ".join(f"acc {x:.2f}" for x in levels) + " |", "|---|" + "---|" * len(levels)]
+    and ``baseline``'s tokens divided by the arm's; a level never reached is said so."""
+    rows = [f"### Token efficiency (tokens to reach an accuracy level; against {baseline}, {_matching(baseline)})",
+            "", "| model | " + " | ".join(f"acc {x:.2f}" for x in levels) + " |", "|---|" + "---|" * len(levels)]
     reach = {a: [tokens_to_reach(budgets, [metrics[a][f"B{b}"]["accuracy"] for b in budgets], x) for x in levels]
              for a in arms}
     for arm in arms:
         cells = []
-        for mine, base in zip(reach[arm], reach.get(BASELINE, [None] * len(levels))):
+        for mine, base in zip(reach[arm], reach.get(baseline, [None] * len(levels))):
             if mine is None:
                 cells.append("never reached")
-            elif arm != BASELINE and base is not None:
-                cells.append(f"{mine:.1f} ({base / mine:.2f}x fewer than GRPO)")
+            elif arm != baseline and base is not None:
+                cells.append(f"{mine:.1f} ({base / mine:.2f}x fewer than {baseline})")
             else:
                 cells.append(f"{mine:.1f}")
         rows.append(f"| {arm} | " + " | ".join(cells) + " |")
@@ -98,11 +114,12 @@ def efficiency_table(metrics: dict, budgets: list[int], arms: list[str], levels:
 
 
 def compute_table(details: dict, arms: list[str]) -> str:
-    """What each arm's training cost (mean over seeds, all rounds)."""
-    keys = ("rollouts", "steps", "prefix_generated_tokens", "generated_tokens", "probe_tokens", "total_tokens")
+    """What each arm's training computed (mean over seeds, all rounds; METHOD.md (21): FLOPs =
+    2N(generated + teacher-forced + 3 trained), teacher-forced = probes + the update's forwards)."""
     rows = ["### Training compute per arm (mean over seeds, all rounds)", "",
-            "| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+            "| arm | " + " | ".join(COMPUTE_KEYS) + " |", "|---|" + "---|" * len(COMPUTE_KEYS)]
     for arm in arms:
         mean = details["compute"][arm]["mean"]
-        rows.append(f"| {arm} | " + " | ".join(f"{mean[k]:,.0f}" for k in keys) + " |")
+        rows.append(f"| {arm} | " + " | ".join(f"{mean[k]:.3g}" if k == "flops" else f"{mean[k]:,.0f}"
+                                              for k in COMPUTE_KEYS) + " |")
     return "\n".join(rows)
