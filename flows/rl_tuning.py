@@ -35,6 +35,8 @@ SECOND = {
     "grpo": ("beta", (0.0, 0.05)),
     "mrt_prefix": ("alpha", (1.0, 3.0)),
     "mrt_dense": ("alpha", (1.0, 3.0)),
+    "mrt_dense_live": ("alpha", (1.0, 3.0)),
+    "length_penalty": ("length_penalty", (0.1, 0.3)),
     "mrt_mixed": ("answer_now", (2, 4)),
     "mrt_star": ("star_min_total_progress", (0.5, 0.9)),
 }

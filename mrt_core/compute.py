@@ -42,15 +42,15 @@ class Ledger:
 
     @property
     def tokens(self) -> int:
-        """Every token counted once, whatever pass it went through (METHOD.md (21): g + f + t)."""
+        """Every token counted once, whatever pass it went through (METHOD.md (23): g + f + t)."""
         return self.generated + self.teacher_forced + self.trained
 
     def flops(self, n_params: int) -> float:
-        """``2 N (generated + teacher_forced + 3 trained)``, METHOD.md (21)."""
+        """``2 N (generated + teacher_forced + 3 trained)``, METHOD.md (23)."""
         return 2.0 * n_params * (self.generated + self.teacher_forced + TRAIN_COST * self.trained)
 
     def amount(self, unit: Unit, n_params: int) -> float:
-        """The ledger in ``unit``: ``tokens`` or ``flops`` (METHOD.md (21))."""
+        """The ledger in ``unit``: ``tokens`` or ``flops`` (METHOD.md (23))."""
         if unit == "tokens":
             return float(self.tokens)
         if unit == "flops":
@@ -62,7 +62,7 @@ class Ledger:
 
 
 def needs_more_steps(spent: float, target: float, steps_done: int, min_steps: int) -> bool:
-    """The matching rule, METHOD.md (22): a matched arm keeps updating (on fresh prompts) past its own
+    """The matching rule, METHOD.md (24): a matched arm keeps updating (on fresh prompts) past its own
     ``min_steps`` until what it spent reaches the target; it stops at the first step that
     reaches it, so it overshoots by less than one step's cost."""
     if target < 0 or spent < 0:
@@ -71,7 +71,7 @@ def needs_more_steps(spent: float, target: float, steps_done: int, min_steps: in
 
 
 def match_ratio(spent: float, target: float) -> float:
-    """What a matched arm spent over its target (METHOD.md (22)) (1.0 = exact; within ``1 + TOLERANCE`` is matched)."""
+    """What a matched arm spent over its target (METHOD.md (24)) (1.0 = exact; within ``1 + TOLERANCE`` is matched)."""
     if target <= 0:
         raise ValueError(f"the target's compute must be positive, got {target}")
     return spent / target

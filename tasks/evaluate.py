@@ -173,7 +173,7 @@ def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None =
 def rl_compute(params: StageConfig, paths: Paths) -> dict:
     """What each evaluated arm's training cost, per seed (summed over its rounds), from the
     rounds' ledgers (``COMPUTE_KEYS``: rollouts, updates, and every token each kind of pass
-    touched, whatever for; METHOD.md (21)); compute-matched runs too."""
+    touched, whatever for; METHOD.md (23)); compute-matched runs too."""
     keys = COMPUTE_KEYS
     out = {}
     for arm in (m for m in params.evaluate.models if m in params.rl.arms + params.rl.matched_names):

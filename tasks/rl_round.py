@@ -12,7 +12,7 @@ A round, the same for every arm (they differ only in ``mrt_core.advantages.arm_a
    the arm's advantages and the clipped loss (``mrt_core.loss``, with KL to the reference
    ``rl.start``) update the policy through Accelerate. A compute-matched run (``--matched``)
    goes on past its own steps, on fresh prefixes, until its compute ledger reaches
-   ``rl.match_target``'s round (METHOD.md (21)-(22)).
+   ``rl.match_target``'s round (METHOD.md (23)-(24)).
 3. Validation every ``save_every`` steps and at the end, on held-out problems from the prompt at
    the training budget (same draws for every arm): accuracy, normalised regret, progress, KL to
    the reference.
@@ -81,6 +81,7 @@ def _round(params: StageConfig, paths: Paths, cfg: RlConfig, env, arm: Arm, seed
            processes: int = 1, target: dict | None = None) -> dict:
     t0 = time.time()
     mp, name = params.meta_prover, cfg.matched_name(arm.name) if target else arm.name
+    mp = mp.model_copy(update={"policy": arm.prover}) if arm.prover else mp  # a variant's own prover
     # load: the round's start policy (trained), the reference, the engine, the problems
     start_path = round_model(paths, name, seed, round_n - 1)
     accelerator = make_accelerator(cfg)

@@ -13,7 +13,7 @@ import numpy as np
 from mrt_core.metrics import gain_ratio, seed_interval, tokens_to_reach
 
 BASELINE = "grpo"
-# what a round's metrics say it cost (mrt_lib.rl.batch.round_summary; METHOD.md (21))
+# what a round's metrics say it cost (mrt_lib.rl.batch.round_summary; METHOD.md (23))
 COMPUTE_KEYS = ("rollouts", "steps", "prefix_generated_tokens", "generated_tokens", "probe_tokens", "trained_tokens",
                 "update_forward_tokens", "total_tokens", "flops")
 
@@ -114,7 +114,7 @@ def efficiency_table(metrics: dict, budgets: list[int], arms: list[str], levels:
 
 
 def compute_table(details: dict, arms: list[str]) -> str:
-    """What each arm's training computed (mean over seeds, all rounds; METHOD.md (21): FLOPs =
+    """What each arm's training computed (mean over seeds, all rounds; METHOD.md (23): FLOPs =
     2N(generated + teacher-forced + 3 trained), teacher-forced = probes + the update's forwards)."""
     rows = ["### Training compute per arm (mean over seeds, all rounds)", "",
             "| arm | " + " | ".join(COMPUTE_KEYS) + " |", "|---|" + "---|" * len(COMPUTE_KEYS)]

@@ -285,3 +285,17 @@ def test_a_matched_run_needs_its_target_and_a_unit():
         RlConfig(arms=["grpo"], matched_arms=["grpo"], match_compute="flops")
     with pytest.raises(ValueError, match="not the target"):
         RlConfig(arms=["grpo", "mrt_dense"], matched_arms=["mrt_dense"], match_compute="flops")
+
+
+def test_mrt_dense_live_is_mrt_dense_with_the_live_prover(trained_smoke, tmp_path):
+    _, paths, _ = trained_smoke
+    runs = {}
+    for arm, policy in (("mrt_dense_live", "round_start"), ("mrt_dense", "live"), ("mrt_dense", "round_start")):
+        mine = copy_outputs(paths, tmp_path / f"{arm}_{policy}", "dataset", "base_model", "warmstart_model")
+        params = params_for([arm], **{"rl.steps_per_round": 2, "meta_prover.policy": policy})
+        run_rl_start(params.rl.start, mine, arm, 0)
+        run_rl_round(params, mine, arm, 0, 1)
+        runs[arm, policy] = [json.loads(x)["episode_j"] for x in
+                             (mine.rl_round(arm, 0, 1) / "rollouts.jsonl").read_text().splitlines()]
+    assert runs["mrt_dense_live", "round_start"] == runs["mrt_dense", "live"]  # the variant ignores the section
+    assert runs["mrt_dense", "live"] != runs["mrt_dense", "round_start"]

@@ -28,12 +28,14 @@ Probes = Literal["none", "prefix", "episodes"]
 class Arm(Protocol):
     """One RL arm. ``probes``: the meta-prover reads its advantages need beyond the rollouts
     themselves: ``none``; ``prefix`` (J(mu | c) of each prefix, once); ``episodes`` (J after every
-    episode of every continuation)."""
+    episode of every continuation). ``prover``: a variant that fixes which model reads J (so one
+    run can compare ``mrt_dense`` offline and online)."""
 
     name: str
     settings: tuple[str, ...]  # the rl.* fields ``advantages`` reads (tunable per arm: rl.overrides)
     answer_now: bool
     probes: Probes
+    prover: str | None  # the meta_prover.policy this arm always uses (a variant), or None: the section's
 
     def advantages(self, batch: GroupedRollouts, cfg: "RlConfig") -> torch.Tensor:
         """Per-token advantages (P, G, T), zero where ``batch.mask`` is False."""

@@ -16,6 +16,7 @@ class Grpo:
     settings: tuple[str, ...] = ()
     answer_now: bool = False
     probes: str = "none"
+    prover: str | None = None
 
     def advantages(self, batch: GroupedRollouts, cfg) -> torch.Tensor:
         return broadcast_to_tokens(group_advantages(batch.rewards), batch.mask)

@@ -18,6 +18,7 @@ class LengthPenalty:
     settings: tuple[str, ...] = ("length_penalty",)
     answer_now: bool = False
     probes: str = "none"
+    prover: str | None = None
 
     def advantages(self, batch: GroupedRollouts, cfg) -> torch.Tensor:
         if batch.gen_tokens is None:

@@ -1,5 +1,7 @@
 """``mrt_dense``: the GRPO advantage plus ``alpha * progress`` of each token's own episode
-(METHOD.md (12)). Needs ``J`` after every episode of every continuation."""
+(METHOD.md (12)). Needs ``J`` after every episode of every continuation. ``mrt_dense_live`` is
+the same arm with the live policy as its meta-prover at every step (the online form), whatever
+``meta_prover.policy`` says: one run can compare it with the offline default."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ class MrtDense:
     settings: tuple[str, ...] = ("alpha",)
     answer_now: bool = False
     probes: str = "episodes"
+    prover: str | None = None
 
     def advantages(self, batch: GroupedRollouts, cfg) -> torch.Tensor:
         P, G, T = batch.mask.shape
@@ -27,3 +30,4 @@ class MrtDense:
 
 
 register(MrtDense())
+register(MrtDense(name="mrt_dense_live", prover="live"))

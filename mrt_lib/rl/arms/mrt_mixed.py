@@ -17,6 +17,7 @@ class MrtMixed:
     settings: tuple[str, ...] = ("answer_now",)
     answer_now: bool = True
     probes: str = "none"  # the answer-now samples are rollouts: their tokens count as generated
+    prover: str | None = None
 
     def advantages(self, batch: GroupedRollouts, cfg) -> torch.Tensor:
         if not (batch.answer_now.any(-1) & (~batch.answer_now).any(-1)).all():

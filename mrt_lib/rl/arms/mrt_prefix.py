@@ -19,6 +19,7 @@ class MrtPrefix:
     settings: tuple[str, ...] = ("alpha",)
     answer_now: bool = False
     probes: str = "prefix"
+    prover: str | None = None
 
     def advantages(self, batch: GroupedRollouts, cfg) -> torch.Tensor:
         per_sample = termination_baseline_advantages(batch.rewards, batch.j_prefix.float()[:, None], cfg.alpha)

@@ -17,6 +17,7 @@ class MrtStar:
     settings: tuple[str, ...] = ("star_min_total_progress", "star_max_zero_share", "zero_threshold")
     answer_now: bool = False
     probes: str = "episodes"
+    prover: str | None = None
 
     def advantages(self, batch: GroupedRollouts, cfg) -> torch.Tensor:
         r = batch.rewards.float()

@@ -85,11 +85,12 @@ def test_length_penalty_arm_hand_values():
 
 
 def test_registry_names_every_arm_once_and_the_config_refuses_others():
-    assert set(ARM_NAMES) == {"grpo", "mrt_prefix", "mrt_mixed", "mrt_dense", "mrt_star", "length_penalty"}
+    assert set(ARM_NAMES) == {"grpo", "mrt_prefix", "mrt_mixed", "mrt_dense", "mrt_dense_live", "mrt_star",
+                              "length_penalty"}
     assert all(REGISTRY[name].name == name for name in ARM_NAMES)
     assert [n for n in ARM_NAMES if get_arm(n).answer_now] == ["mrt_mixed"]
     assert {n: get_arm(n).probes for n in ARM_NAMES if get_arm(n).probes != "none"} == {
-        "mrt_prefix": "prefix", "mrt_dense": "episodes", "mrt_star": "episodes"}
+        "mrt_prefix": "prefix", "mrt_dense": "episodes", "mrt_dense_live": "episodes", "mrt_star": "episodes"}
     with pytest.raises(ValueError, match="unknown RL arm 'ppo'.*grpo"):
         RlConfig(arms=["grpo", "ppo"])
     with pytest.raises(ValueError, match="unknown RL arm"):
