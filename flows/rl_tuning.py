@@ -47,6 +47,14 @@ def settings(arm: str) -> list[dict]:
     return [{"rl.lr": lr, f"rl.{key}": v} for lr in LRS for v in values]
 
 
+def tuning_params(params_file: str, arm: str, setting: dict):
+    """The profile with one arm, one seed, one round and ``setting``; the profile's tuned
+    ``rl.overrides`` are dropped, since they would win over the setting (``RlConfig.for_arm``)."""
+    return load_params(params_file, overrides={"rl.arms": [arm], "rl.seeds": [0], "rl.matched_arms": [],
+                                               "rl.overrides": {}, **setting, "evaluate.models": ["base"],
+                                               "rl.rounds": [{"n": 1, "prev": "r0"}]})
+
+
 def workspace(root: Path, arm: str, setting: dict) -> Paths:
     name = "_".join(f"{k.split('.')[1]}{v:g}" for k, v in setting.items())
     ws = root / "runs" / "tuning" / arm / name
@@ -81,9 +89,7 @@ def rl_tuning(root: str, params_file: str, arms: list[str], threads: int, out: s
     rows = []
     for arm in arms:
         for setting in settings(arm):
-            params = load_params(params_file, overrides={"rl.arms": [arm], "rl.seeds": [0], **setting,
-                                                         "evaluate.models": ["base"],
-                                                         "rl.rounds": [{"n": 1, "prev": "r0"}]})
+            params = tuning_params(params_file, arm, setting)
             setup_process(threads, 0)
             paths = workspace(base, arm, setting)
             run_rl_start(params.rl.start, paths, arm, 0)
