@@ -134,8 +134,8 @@ def display_models(params: StageConfig) -> list[str]:
 
 
 def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None = None) -> dict:
-    """Evaluate every model of ``evaluated_models``, aggregate RL arms over seeds, simulate the
-    reference policies; write outputs."""
+    """Evaluate every model of ``evaluated_models``, aggregate RL arms (and compute-matched runs)
+    over seeds, simulate the reference policies; write outputs."""
     params = for_stage(params, SECTIONS)
     problems = load_problems(paths, "test")
     models = evaluated_models(params, paths)
@@ -155,7 +155,7 @@ def run_evaluate(params: Params, paths: Paths, log=None, backends: dict | None =
         if log:
             for name, counts in grading.items():
                 log({f"{name}.{k}": float(v) for k, v in counts.items()}, 0)
-    for arm in (m for m in params.evaluate.models if m in params.rl.arms):
+    for arm in (m for m in params.evaluate.models if m in params.rl.arms + params.rl.matched_names):
         names = [f"{arm}/s{seed}/r{params.rl.rounds[-1].n}" for seed in params.rl.seeds]
         results[arm], details[arm] = aggregate_seeds([results[n] for n in names], [details[n] for n in names])
         if log:
