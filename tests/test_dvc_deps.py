@@ -71,3 +71,19 @@ def test_every_dvc_param_is_in_every_full_params_file():
              "profiles/params_headline.yaml"]
     missing = {f: sorted(k for k in keys if not _has(read_params_file(REPO / f), k)) for f in files}
     assert missing == {f: [] for f in files}
+
+
+def test_every_variable_dvc_yaml_interpolates_is_in_every_full_params_file():
+    """DVC resolves ``${section.key}`` in deps and outs from params.yaml alone (pydantic's
+    default does not count): a missing key fails every stage at parse time."""
+    import re
+
+    from mrt_lib.config import read_params_file
+
+    used = set(re.findall(r"\$\{([a-z_.]+)\}", (REPO / "dvc.yaml").read_text())) - {"item"}
+    used = {u for u in used if not u.startswith("item.")}
+    assert "meta_prover.folder" in used and "rl.match_compute" in used
+    files = ["params.yaml", "tests/params_smoke.yaml", "profiles/gpu_r1_distill_1p5b.yaml",
+             "profiles/params_headline.yaml"]
+    missing = {f: sorted(k for k in used if not _has(read_params_file(REPO / f), k)) for f in files}
+    assert missing == {f: [] for f in files}
