@@ -101,11 +101,15 @@ def round_compute(run) -> dict:
     }
 
 
-def round_ledger(run) -> Ledger:
-    """``round_compute`` by kind of pass (``mrt_core.compute.Ledger``)."""
-    c = round_compute(run)
+def ledger_of(c: dict) -> Ledger:
+    """Tokens by where they went (``round_compute``, a round summary) as tokens by kind of pass."""
     return Ledger(generated=c["prefix_generated_tokens"] + c["generated_tokens"],
                   teacher_forced=c["probe_tokens"] + c["update_forward_tokens"], trained=c["trained_tokens"])
+
+
+def round_ledger(run) -> Ledger:
+    """``round_compute`` by kind of pass (``mrt_core.compute.Ledger``)."""
+    return ledger_of(round_compute(run))
 
 
 def round_summary(arm, seed: int, round_n: int, cfg, run, n_params: int) -> dict:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mrt_core.compute import Ledger
 from mrt_lib.common import model_hash, read_json
 from mrt_lib.generation import make_backend
 from mrt_lib.generation.hf import HFBackend
 from mrt_lib.modeling import load_policy
+from mrt_lib.rl.batch import ledger_of
 
 
 def rollout_backend(params, cfg, model, tok, start: Path):
@@ -89,7 +89,4 @@ def match_target(paths, cfg, seed: int, round_n: int) -> dict:
     if not metrics.exists():
         raise FileNotFoundError(f"{metrics} is missing: run round {round_n} of {cfg.match_target} (seed {seed}) "
                                 "first (dvc repro); its compute is the matched run's target")
-    s = read_json(metrics)["summary"]
-    ledger = Ledger(s["prefix_generated_tokens"] + s["generated_tokens"],
-                    s["probe_tokens"] + s["update_forward_tokens"], s["trained_tokens"])
-    return {"unit": cfg.match_compute, "arm": cfg.match_target, "ledger": ledger}
+    return {"unit": cfg.match_compute, "arm": cfg.match_target, "ledger": ledger_of(read_json(metrics)["summary"])}
